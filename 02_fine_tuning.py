@@ -1,0 +1,57 @@
+"""Step 2: fine-tune a LoRA adapter on the dataset from step 1.
+
+On a CUDA GPU with Unsloth installed: Unsloth QLoRA (4-bit) + TRL SFTTrainer. Elsewhere: transformers +
+PEFT in a plain PyTorch loop on the CPU. Same data, prompt format, LoRA settings and adapter format.
+"""
+import sys
+
+from common.config import apply_cli_overrides
+from common.dataset import load_dataset_dir
+from common.models import load_tokenizer, resolve_model_path
+from common.report import write_training_report
+from common.training import (TrainSettings, check_tokenized, choose_device, load_model_for_training, run_summary,
+                             save_adapter, tokenize_rows, train_model)
+
+DATASET_DIR = "data/dataset"  # the dataset saved by 01_create_dataset.py
+OUTPUT_DIR = "outputs/run"  # where the adapter, checkpoints and report go
+MODEL_NAME = "embedded/SmolLM2-135M-Instruct"  # base model: embedded, a local folder or a Hub name
+PROMPT_FORMAT = "chat"  # chat (the model's chat template) or alpaca (the classic Alpaca prompt)
+TRAIN_ON_RESPONSES_ONLY = True  # mask the prompt from the loss
+MAX_SEQ_LENGTH = 1024  # longest tokenized row; longer rows are cut, counted and reported
+LOAD_IN_4BIT = True  # GPU: QLoRA (4-bit base); False for 16-bit LoRA
+LORA_R = 16  # LoRA rank
+LORA_ALPHA = 32  # LoRA scaling (alpha / r)
+LORA_DROPOUT = 0.0  # dropout on the LoRA layers
+TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # layers with LoRA
+USE_RSLORA = False  # rank-stabilised LoRA scaling
+LEARNING_RATE = 5e-4  # peak learning rate
+WARMUP_STEPS = 3  # linear warm-up steps
+BATCH_SIZE = 8  # rows per device per step
+GRADIENT_ACCUMULATION_STEPS = 1  # batches per optimizer step
+NUM_EPOCHS = 3.0  # passes over the train split (ignored when MAX_STEPS > 0)
+MAX_STEPS = -1  # stop after this many optimizer steps (-1: use NUM_EPOCHS)
+LOGGING_STEPS = 1  # log the training loss every N steps
+SEED = 42  # random seed
+DEVICE = "auto"  # auto (CUDA + Unsloth if there, else CPU), cuda or cpu
+
+
+def main():
+    settings = apply_cli_overrides(globals())
+    train_settings = TrainSettings.from_constants(settings)
+    dataset = load_dataset_dir(DATASET_DIR)
+    model_path = resolve_model_path(MODEL_NAME)
+    tokenizer = load_tokenizer(model_path)
+    train = tokenize_rows(dataset["train"], tokenizer, PROMPT_FORMAT, MAX_SEQ_LENGTH, TRAIN_ON_RESPONSES_ONLY)
+    test = tokenize_rows(dataset["test"], tokenizer, PROMPT_FORMAT, MAX_SEQ_LENGTH, TRAIN_ON_RESPONSES_ONLY)
+    check_tokenized(train, tokenizer)
+    device = choose_device(DEVICE)
+    model = load_model_for_training(model_path, train_settings, device, LOAD_IN_4BIT)
+    history = train_model(model, tokenizer, train.rows, train_settings, device, OUTPUT_DIR, eval_rows=test.rows)
+    adapter_dir = save_adapter(model, tokenizer, OUTPUT_DIR, settings, history)
+    report = write_training_report(OUTPUT_DIR, settings, run_summary(train, test, history, device), history)
+    print(f"Adapter saved to {adapter_dir}; report: {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

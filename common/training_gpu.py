@@ -1,0 +1,79 @@
+"""The CUDA path: Unsloth FastLanguageModel + TRL SFTTrainer on the same tokenized rows as the CPU path."""
+import time
+
+
+def unsloth_available():
+    """(True, "") when a CUDA GPU and Unsloth are both there, else (False, why)."""
+    try:
+        import torch
+        if not torch.cuda.is_available():
+            return False, "no CUDA GPU"
+    except ImportError as error:
+        return False, str(error)
+    try:
+        import unsloth  # noqa: F401  (must be imported before transformers/peft/trl to patch them)
+    except Exception as error:  # unsloth raises many kinds of errors on import where it cannot run
+        return False, f"Unsloth is not importable ({type(error).__name__}: {str(error).splitlines()[0][:200]})"
+    return True, ""
+
+
+def load_unsloth_model(model_path, s, load_in_4bit=True, use_gradient_checkpointing="unsloth"):
+    """Base model (4-bit QLoRA or 16-bit) with LoRA on all linear projections, via Unsloth."""
+    from unsloth import FastLanguageModel
+    model, tokenizer = FastLanguageModel.from_pretrained(model_name=model_path, max_seq_length=s.max_seq_length,
+                                                         load_in_4bit=load_in_4bit, dtype=None)
+    model = FastLanguageModel.get_peft_model(model, r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,
+                                             target_modules=list(s.target_modules), bias="none",
+                                             use_gradient_checkpointing=use_gradient_checkpointing,
+                                             random_state=s.seed, use_rslora=s.use_rslora)
+    return model, tokenizer
+
+
+def train_unsloth(model, tokenizer, rows, s, output_dir, eval_rows=None, on_log=None, padding_free=True):
+    """TRL SFTTrainer on pre-tokenized rows (input_ids + labels: the prompt is already masked)."""
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    history, start = [], time.time()
+
+    class Log(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs:
+                entry = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
+                if "num_tokens" in entry:  # TRL's running count of trained tokens: the CPU path's "tokens"
+                    entry["tokens"] = int(entry["num_tokens"])
+                entry["elapsed_s"] = time.time() - start
+                history.append(entry)
+                if on_log:
+                    on_log(entry)
+
+    bf16 = torch.cuda.is_bf16_supported()
+    config = SFTConfig(
+        output_dir=str(output_dir), per_device_train_batch_size=s.batch_size,
+        gradient_accumulation_steps=s.gradient_accumulation_steps, learning_rate=s.learning_rate,
+        weight_decay=s.weight_decay, warmup_steps=s.warmup_steps, lr_scheduler_type=s.lr_scheduler_type,
+        num_train_epochs=s.num_epochs, max_steps=s.max_steps if s.max_steps and s.max_steps > 0 else -1,
+        logging_steps=s.logging_steps, seed=s.seed, optim="adamw_8bit", bf16=bf16, fp16=not bf16,
+        # The rows are already cut at MAX_SEQ_LENGTH by tokenize_rows. TRL >= 1.0 refuses padding_free together
+        # with a max_length it cannot enforce on pre-tokenized rows, so max_length is only set without padding_free.
+        max_length=None if padding_free else s.max_seq_length, padding_free=padding_free,
+        save_strategy="no", report_to="none", eval_strategy="no", dataset_num_proc=1,
+    )
+    trainer = SFTTrainer(model=model, processing_class=tokenizer, args=config, callbacks=[Log()],
+                         train_dataset=Dataset.from_list(rows),
+                         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None)
+    torch.cuda.reset_peak_memory_stats()
+    train_start = time.time()
+    trainer.train()
+    train_wall = time.time() - train_start
+    if eval_rows:
+        trainer.evaluate()  # logged through the callback as eval_loss
+    tokens = max([h.get("tokens", 0) for h in history] or [0])
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    history.append({"step": trainer.state.global_step, "train_wall_s": train_wall, "peak_gpu_memory_gib": peak})
+    print(f"GPU training: {trainer.state.global_step} steps, {tokens} tokens in {train_wall:.1f} s "
+          f"({tokens / train_wall if train_wall else 0:.0f} tokens/s in trainer.train()), "
+          f"peak GPU memory {peak:.2f} GiB")
+    return history

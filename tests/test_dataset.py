@@ -1,0 +1,74 @@
+import pytest
+from datasets import DatasetDict, load_from_disk
+
+from common.dataset import (COLUMNS, build_dataset_dict, deduplicate, push_dataset, save_dataset,
+                            split_by_section)
+
+
+def test_dataset_opens_with_datasets_and_has_provenance(sample_dataset_dir):
+    dataset = load_from_disk(str(sample_dataset_dir))
+    assert isinstance(dataset, DatasetDict) and set(dataset) == {"train", "test"}
+    assert set(COLUMNS) <= set(dataset["train"].column_names)
+    assert len(dataset["train"]) >= 20 and len(dataset["test"]) >= 1
+    row = dataset["train"][0]
+    assert row["source"] == "sample_paper.pdf" and row["page"] >= 1 and row["chunk_id"].startswith("sample_paper-")
+    assert (sample_dataset_dir / "train.jsonl").exists() and (sample_dataset_dir / "README.md").exists()
+
+
+def test_outputs_come_from_the_paper(sample_dataset_dir, sample_markdown):
+    flat = " ".join(sample_markdown.split())
+    for row in load_from_disk(str(sample_dataset_dir))["train"]:
+        first_sentence = row["output"].split(". ")[0][:60]
+        if "|" not in first_sentence:
+            assert " ".join(first_sentence.split()) in flat
+
+
+def test_split_by_section_never_leaks(sample_dataset_dir):
+    dataset = load_from_disk(str(sample_dataset_dir))
+    train_sections = {(r["source"], r["section"]) for r in dataset["train"]}
+    test_sections = {(r["source"], r["section"]) for r in dataset["test"]}
+    assert not train_sections & test_sections
+    train_text = " ".join(list(dataset["train"]["output"]) + list(dataset["train"]["input"]))
+    for out in dataset["test"]["output"]:
+        assert out[:80] not in train_text
+
+
+def test_split_is_reproducible():
+    rows = [{"source": "a.pdf", "section": f"s{i}", "x": i} for i in range(20)]
+    assert split_by_section(rows, 0.2, 7) == split_by_section(rows, 0.2, 7)
+
+
+def test_exact_and_near_duplicates_are_removed():
+    base = {"instruction": "What?", "input": "", "output": "The quick brown fox jumps over the lazy dog " * 5}
+    near = {**base, "output": base["output"] + "today"}
+    other = {**base, "output": "Something else entirely, with many different words in it."}
+    assert deduplicate([base, dict(base), near, other]) == [base, other]
+
+
+def _tiny(n):
+    rows = [{c: "" for c in COLUMNS} | {"page": 1, "section": f"s{i}", "output": f"text {i}"} for i in range(n)]
+    return build_dataset_dict(rows[:-1], rows[-1:])
+
+
+def test_save_is_atomic_a_crash_keeps_the_old_dataset(tmp_path, monkeypatch):
+    target = tmp_path / "ds"
+    save_dataset(_tiny(3), target, {})
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(DatasetDict, "save_to_disk", crash)
+    with pytest.raises(OSError):
+        save_dataset(_tiny(5), target, {})
+    assert len(load_from_disk(str(target))["train"]) == 2  # the old, whole dataset
+
+
+def test_push_to_unreachable_hub_fails_clearly_and_keeps_the_local_copy(tmp_path):
+    # no hub is reachable from this machine or CI: the push fails like it does for a user offline
+    target = save_dataset(_tiny(3), tmp_path / "ds", {})
+    error = push_dataset(target, "someone/papers", token="hf_supersecret")
+    assert error and "local dataset" in error and "hf_supersecret" not in error
+    assert len(load_from_disk(str(target))["train"]) == 2
+
+
+def test_push_without_token_says_what_to_do(tmp_path):
+    target = save_dataset(_tiny(3), tmp_path / "ds", {})
+    assert "HF_TOKEN" in push_dataset(target, "someone/papers", token=None)

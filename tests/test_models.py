@@ -1,0 +1,33 @@
+import json
+
+from safetensors import safe_open
+
+from common.models import EMBEDDED_MODEL, ModelError, load_causal_lm, load_tokenizer, resolve_model_path
+
+
+def test_embedded_model_is_plain_safetensors_with_fixed_tokens(embedded_path, tokenizer):
+    assert resolve_model_path(EMBEDDED_MODEL) == str(embedded_path)
+    with safe_open(str(embedded_path / "model.safetensors"), "pt") as f:
+        assert len(list(f.keys())) > 100
+    config = json.loads((embedded_path / "config.json").read_text())
+    assert "quantization_config" not in config
+    assert tokenizer.eos_token == "<|im_end|>"
+    assert tokenizer.pad_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id
+
+
+def test_embedded_model_trains(embedded_path):
+    model = load_causal_lm(str(embedded_path))
+    assert all(p.dtype.is_floating_point for p in model.parameters())
+    ids = __import__("torch").tensor([[1, 2, 3, 4]])
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()  # a GGUF-loaded model refuses this; the prepared one must not
+    assert model.model.embed_tokens.weight.grad is not None
+
+
+def test_unreachable_hub_model_gives_a_clear_error():
+    try:
+        load_tokenizer("no-such-user/no-such-model-xyz")
+    except ModelError as error:
+        assert "no-such-user/no-such-model-xyz" in str(error) and EMBEDDED_MODEL in str(error)
+    else:
+        raise AssertionError("expected a ModelError")

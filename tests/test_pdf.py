@@ -1,0 +1,79 @@
+import re
+
+import pytest
+
+from common.pdf import ConversionError, convert_text_layer
+from tests.conftest import SAMPLE_PDF
+
+
+def test_sample_headings_become_markdown_levels(sample_markdown):
+    assert re.search(r"^# Growth, Zonation and Salt Tolerance", sample_markdown, re.M)
+    assert re.search(r"^## 2 Study Site and Methods$", sample_markdown, re.M)
+    assert re.search(r"^### 2\.1 Kesterhaven Intertidal Station$", sample_markdown, re.M)
+    assert re.search(r"^## References$", sample_markdown, re.M)
+
+
+def test_running_headers_and_page_numbers_are_dropped(sample_markdown):
+    assert "Page 3 of 7" not in sample_markdown
+    assert "Vansk, Amundry and Okafor-Hale" not in sample_markdown  # the running header
+    assert sample_markdown.count("<!-- page ") == 7
+
+
+def test_paragraphs_are_reflowed_across_lines_and_pages(sample_markdown):
+    assert "botanist Edvard Quillon, who collected the type specimens" in sample_markdown
+    assert "Thallus K-17 is therefore older than the station itself." in sample_markdown
+
+
+def test_table_and_numbered_equations_survive(sample_markdown):
+    assert "| Tidal zone | Emersion (h/day) | Cover (%) | Growth (mm/yr) |" in sample_markdown
+    assert "| Mid intertidal | 6.5 | 63 | 4.9 |" in sample_markdown
+    assert re.search(r"^G = a \* E \* exp\(-E / E_c\)\s+\(2\)$", sample_markdown, re.M)
+
+
+def test_hyphenation_at_line_end_is_undone():
+    from common.pdf import _join_lines
+    assert _join_lines(["the measure-", "ments were taken"]) == "the measurements were taken"
+    assert _join_lines(["Okafor-", "Hale wrote"]) == "Okafor- Hale wrote"
+
+
+def _expect_failure(path, reason_part, advice_part):
+    with pytest.raises(ConversionError) as info:
+        convert_text_layer(path)
+    assert reason_part in info.value.reason and advice_part in info.value.advice
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "empty.pdf").write_bytes(b"")
+    _expect_failure(tmp_path / "empty.pdf", "empty file", "download it again")
+
+
+def test_text_file_named_pdf(tmp_path):
+    (tmp_path / "notes.pdf").write_text("These are my notes, not a PDF.\n")
+    _expect_failure(tmp_path / "notes.pdf", "not a PDF", "real PDF")
+
+
+def test_truncated_pdf(tmp_path):
+    data = SAMPLE_PDF.read_bytes()
+    (tmp_path / "cut.pdf").write_bytes(data[: len(data) // 2])
+    _expect_failure(tmp_path / "cut.pdf", "truncated", "download it again")
+
+
+def test_corrupted_pdf(tmp_path):
+    (tmp_path / "bad.pdf").write_bytes(b"%PDF-1.7\n" + bytes(range(256)) * 20 + b"\n%%EOF\n")
+    _expect_failure(tmp_path / "bad.pdf", "corrupted", "download it again")
+
+
+def test_image_only_pdf(tmp_path):
+    import pypdfium2
+    document = pypdfium2.PdfDocument.new()
+    document.new_page(612, 792)
+    document.new_page(612, 792)
+    document.save(str(tmp_path / "scan.pdf"))
+    _expect_failure(tmp_path / "scan.pdf", "image-only", "--converter marker")
+
+
+def test_encrypted_pdf(tmp_path):
+    pikepdf = pytest.importorskip("pikepdf")
+    with pikepdf.open(SAMPLE_PDF) as pdf:
+        pdf.save(tmp_path / "locked.pdf", encryption=pikepdf.Encryption(owner="o", user="secret"))
+    _expect_failure(tmp_path / "locked.pdf", "encrypted", "qpdf --decrypt")

@@ -1,0 +1,36 @@
+"""The three scripts, run as a user runs them, on the sample paper with the embedded model (small settings)."""
+import subprocess
+import sys
+
+from datasets import load_from_disk
+from peft import PeftConfig
+
+from tests.conftest import ROOT
+
+
+def run(*args):
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                            env={**__import__("os").environ, "HF_TOKEN": "hf_never_printed"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "hf_never_printed" not in result.stdout + result.stderr
+    return result.stdout
+
+
+def test_pipeline_end_to_end(tmp_path):
+    out = run("01_create_dataset.py", "--md-dir", str(tmp_path / "md"), "--dataset-dir", str(tmp_path / "ds"),
+              "--converter", "auto")
+    assert "text-layer converter" in out and (tmp_path / "md" / "sample_paper.md").exists()
+    assert len(load_from_disk(str(tmp_path / "ds"))["train"]) > 10
+    run("02_fine_tuning.py", "--dataset-dir", str(tmp_path / "ds"), "--output-dir", str(tmp_path / "run"),
+        "--max-steps", "2", "--batch-size", "2", "--max-seq-length", "512")
+    adapter = tmp_path / "run" / "adapter"
+    assert PeftConfig.from_pretrained(str(adapter)).peft_type == "LORA"
+    assert (tmp_path / "run" / "report.md").exists() and (tmp_path / "run" / "loss.png").exists()
+    out = run("03_using_the_model.py", "--adapter-dir", str(adapter), "--max-new-tokens", "8")
+    assert "Answer:" in out
+
+
+def test_missing_dataset_fails_with_a_clear_message(tmp_path):
+    result = subprocess.run([sys.executable, "02_fine_tuning.py", "--dataset-dir", str(tmp_path / "none")],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0 and "run 01_create_dataset.py first" in result.stderr
