@@ -36,10 +36,13 @@ cp /tmp/run/history.json "$OUT/history.json" 2>/dev/null
 
 step generate python 03_using_the_model.py --adapter-dir /tmp/run/adapter --prompt "What is the Velmora tidal-lichen?"
 
-step plain_peft python -c "
-import torch
+# Plain transformers + PEFT, in the machine's own environment: without .whl's packages (no Unsloth; and its
+# torchao 0.14.1, which this PEFT refuses: only versions above 0.16.0 are supported).
+step plain_peft env -u PYTHONPATH python -c "
+import torch, transformers, peft
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from peft import PeftModel
+print('transformers', transformers.__version__, '| peft', peft.__version__)
 base = AutoModelForCausalLM.from_pretrained('$MODEL', dtype=torch.bfloat16).to('cuda')
 model = PeftModel.from_pretrained(base, '/tmp/run/adapter').eval()
 tok = AutoTokenizer.from_pretrained('/tmp/run/adapter')
@@ -50,6 +53,11 @@ new = out[0, ids['input_ids'].shape[1]:]
 print('plain PEFT OK:', type(model).__name__, '| LoRA modules:',
       sum(1 for n, _ in model.named_modules() if n.endswith('lora_A')), '| 5 new tokens:', new.tolist(),
       repr(tok.decode(new)))
+with torch.no_grad():
+    on = model(**ids).logits.float()
+    with model.disable_adapter():
+        off = model(**ids).logits.float()
+print('adapter on vs off, max abs logit difference:', (on - off).abs().max().item())
 "
 
 if [ $SECONDS -lt "${EXTRA_BUDGET_S:-330}" ]; then

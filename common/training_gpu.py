@@ -36,14 +36,29 @@ def train_unsloth(model, tokenizer, rows, s, output_dir, eval_rows=None, on_log=
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    history, start = [], time.time()
+    history, start, seen = [], time.time(), {"tokens": 0, "depth": 0}
+
+    def count_tokens(module, args, kwargs):
+        """Non-padding tokens of each training forward: Unsloth's trainer logs no token count (TRL's num_tokens).
+        Hooked on the PEFT wrapper and on the base model, counted once per forward at the outermost one reached."""
+        seen["depth"] += 1
+        if seen["depth"] > 1 or not (module.training and torch.is_grad_enabled()):
+            return
+        mask, ids = kwargs.get("attention_mask"), kwargs.get("input_ids", args[0] if args else None)
+        if mask is not None:
+            seen["tokens"] += int(mask.sum())
+        elif ids is not None:  # padding-free: one flattened row, padded only to pad_to_multiple_of if set
+            seen["tokens"] += int((ids != tokenizer.pad_token_id).sum())
+
+    def forward_done(module, args, kwargs, output):
+        seen["depth"] -= 1
 
     class Log(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs:
                 entry = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
-                if "num_tokens" in entry:  # TRL's running count of trained tokens: the CPU path's "tokens"
-                    entry["tokens"] = int(entry["num_tokens"])
+                if "loss" in entry:
+                    entry["tokens"] = seen["tokens"]
                 entry["elapsed_s"] = time.time() - start
                 history.append(entry)
                 if on_log:
@@ -64,13 +79,21 @@ def train_unsloth(model, tokenizer, rows, s, output_dir, eval_rows=None, on_log=
     trainer = SFTTrainer(model=model, processing_class=tokenizer, args=config, callbacks=[Log()],
                          train_dataset=Dataset.from_list(rows),
                          eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None)
+    hooks = []
+    for module in {id(m): m for m in (model, model.get_base_model())}.values():
+        hooks += [module.register_forward_pre_hook(count_tokens, with_kwargs=True),
+                  module.register_forward_hook(forward_done, with_kwargs=True, always_call=True)]
     torch.cuda.reset_peak_memory_stats()
     train_start = time.time()
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        for hook in hooks:
+            hook.remove()
     train_wall = time.time() - train_start
     if eval_rows:
         trainer.evaluate()  # logged through the callback as eval_loss
-    tokens = max([h.get("tokens", 0) for h in history] or [0])
+    tokens = seen["tokens"]
     peak = torch.cuda.max_memory_allocated() / 2**30
     history.append({"step": trainer.state.global_step, "train_wall_s": train_wall, "peak_gpu_memory_gib": peak})
     print(f"GPU training: {trainer.state.global_step} steps, {tokens} tokens in {train_wall:.1f} s "
