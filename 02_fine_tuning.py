@@ -24,11 +24,11 @@ LORA_ALPHA = 32  # LoRA scaling (alpha / r)
 LORA_DROPOUT = 0.0  # dropout on the LoRA layers
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # layers with LoRA
 USE_RSLORA = False  # rank-stabilised LoRA scaling
-LEARNING_RATE = 5e-4  # peak learning rate
+LEARNING_RATE = 1e-3  # peak learning rate
 WARMUP_STEPS = 3  # linear warm-up steps
 BATCH_SIZE = 8  # rows per device per step
 GRADIENT_ACCUMULATION_STEPS = 1  # batches per optimizer step
-NUM_EPOCHS = 3.0  # passes over the train split (ignored when MAX_STEPS > 0)
+NUM_EPOCHS = 6.0  # passes over the train split (ignored when MAX_STEPS > 0)
 MAX_STEPS = -1  # stop after this many optimizer steps (-1: use NUM_EPOCHS)
 LOGGING_STEPS = 1  # log the training loss every N steps
 SEED = 42  # random seed
@@ -37,6 +37,7 @@ DEVICE = "auto"  # auto (CUDA + Unsloth if there, else CPU), cuda or cpu
 
 def main():
     settings = apply_cli_overrides(globals())
+    device = choose_device(DEVICE)  # first: Unsloth must be imported before transformers to patch it
     train_settings = TrainSettings.from_constants(settings)
     dataset = load_dataset_dir(DATASET_DIR)
     model_path = resolve_model_path(MODEL_NAME)
@@ -44,7 +45,6 @@ def main():
     train = tokenize_rows(dataset["train"], tokenizer, PROMPT_FORMAT, MAX_SEQ_LENGTH, TRAIN_ON_RESPONSES_ONLY)
     test = tokenize_rows(dataset["test"], tokenizer, PROMPT_FORMAT, MAX_SEQ_LENGTH, TRAIN_ON_RESPONSES_ONLY)
     check_tokenized(train, tokenizer)
-    device = choose_device(DEVICE)
     model = load_model_for_training(model_path, train_settings, device, LOAD_IN_4BIT)
     history = train_model(model, tokenizer, train.rows, train_settings, device, OUTPUT_DIR, eval_rows=test.rows)
     adapter_dir = save_adapter(model, tokenizer, OUTPUT_DIR, settings, history)

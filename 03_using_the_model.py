@@ -19,7 +19,8 @@ DEVICE = "auto"  # auto (CUDA + Unsloth if there, else CPU), cuda or cpu
 
 def main():
     apply_cli_overrides(globals())
-    model, tokenizer, trained = load_model_with_adapter(ADAPTER_DIR, MODEL_NAME, choose_device(DEVICE))
+    device = choose_device(DEVICE)  # first: Unsloth must be imported before transformers to patch it
+    model, tokenizer, trained = load_model_with_adapter(ADAPTER_DIR, MODEL_NAME, device)
     prompt_format = PROMPT_FORMAT or trained.get("PROMPT_FORMAT", "chat")
     answer = generate(model, tokenizer, [PROMPT], prompt_format, MAX_NEW_TOKENS, TEMPERATURE, TOP_P,
                       REPETITION_PENALTY, SEED)[0]

@@ -221,16 +221,16 @@ def choose_device(requested="auto"):
     """'cuda' (Unsloth) or 'cpu', printing which path runs and why."""
     from .training_gpu import unsloth_available
     if requested == "cpu":
-        print("Training on the CPU (transformers + PEFT), as asked.")
+        print("Using the CPU (transformers + PEFT), as asked.")
         return "cpu"
     ok, why = unsloth_available()
     if ok:
-        print("Training on the GPU with Unsloth (QLoRA/LoRA) and TRL.")
+        print("Using the GPU with Unsloth.")
         return "cuda"
     if requested == "cuda":
         raise RuntimeError(f"--device cuda was asked for, but {why}. Install the GPU requirements "
                            "(pip install -r requirements-gpu.txt) on a machine with an NVIDIA GPU.")
-    print(f"Training on the CPU (transformers + PEFT), since {why}.")
+    print(f"Using the CPU (transformers + PEFT), since {why}.")
     return "cpu"
 
 
