@@ -2,14 +2,17 @@
 
 PDFs -> markdown (marker, or the fast text-layer converter offline) -> chunks by section, measured
 with the training model's tokenizer -> several instruction records per chunk -> train/test split by
-section -> saved locally (and pushed to the Hub if asked).
+section -> saved locally (and pushed to the Hub if asked). Rows of your own (--from-jsonl, --from-csv)
+join the PDF records, or replace them when the PDF folder is empty.
 """
 import sys
 
+from common.byod import ByodError, load_byod, print_byod_summary
 from common.config import apply_cli_overrides, hf_token
-from common.convert import convert_folder, print_conversion_summary
+from common.convert import convert_folder, has_pdfs, print_conversion_summary
 from common.dataset import (build_dataset_dict, deduplicate, push_dataset, records_from_markdown, save_dataset,
                             split_by_section)
+from common.knowledge import questions_from_records, write_questions
 from common.models import load_tokenizer, resolve_model_path
 
 PDF_DIR = "docs/pdf"  # folder of input PDFs
@@ -25,20 +28,33 @@ SEED = 42  # seed of the train/test split
 PUSH_TO_HUB = False  # also push the dataset to the Hugging Face Hub (private), after saving it locally
 HUB_DATASET_ID = ""  # the Hub dataset repo, e.g. your-name/my-papers
 HUB_PRIVATE = True  # make the pushed dataset private
+FROM_JSONL = ""  # also use your own rows: a JSONL file of Alpaca rows or ShareGPT conversations
+FROM_CSV = ""  # the same from a CSV file (conversations as a JSON string in its cell)
 
 
 def main():
     settings = apply_cli_overrides(globals())
-    results = convert_folder(PDF_DIR, MD_DIR, CONVERTER, FORCE)
-    failed = print_conversion_summary(results, MD_DIR)
-    tokenizer = load_tokenizer(resolve_model_path(MODEL_NAME))
-    records = records_from_markdown(results, tokenizer, CHUNK_TOKENS, CHUNK_OVERLAP)
+    own = [(path, fmt) for path, fmt in ((FROM_JSONL, "jsonl"), (FROM_CSV, "csv")) if path]
+    records, failed = [], False
+    if has_pdfs(PDF_DIR) or not own:
+        results = convert_folder(PDF_DIR, MD_DIR, CONVERTER, FORCE)
+        failed = print_conversion_summary(results, MD_DIR)
+        tokenizer = load_tokenizer(resolve_model_path(MODEL_NAME))
+        records = records_from_markdown(results, tokenizer, CHUNK_TOKENS, CHUNK_OVERLAP)
+    for path, fmt in own:
+        try:
+            rows, problems = load_byod(path, fmt)
+        except ByodError as error:
+            sys.exit(str(error))
+        print_byod_summary(path, rows, problems)
+        records += rows
     if not records:
         sys.exit(f"No records: no PDF in {PDF_DIR} could be converted (see above).")
     train, test = split_by_section(deduplicate(records), TEST_FRACTION, SEED)
     dataset = build_dataset_dict(train, test)
     save_dataset(dataset, DATASET_DIR, meta={**settings, "tokenizer": MODEL_NAME})
-    print(f"Saved {len(train)} train and {len(test)} test records to {DATASET_DIR}")
+    questions = write_questions(DATASET_DIR, questions_from_records(train))
+    print(f"Saved {len(train)} train and {len(test)} test records to {DATASET_DIR}; closed-book questions: {questions}")
     if PUSH_TO_HUB:
         error = push_dataset(DATASET_DIR, HUB_DATASET_ID, hf_token(), HUB_PRIVATE)
         print(error or f"Pushed to the Hub: {HUB_DATASET_ID} (private={HUB_PRIVATE})")

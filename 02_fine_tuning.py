@@ -9,8 +9,9 @@ from common.config import apply_cli_overrides
 from common.dataset import load_dataset_dir
 from common.models import load_tokenizer, resolve_model_path
 from common.report import write_training_report
-from common.training import (TrainSettings, check_tokenized, choose_device, load_model_for_training, run_summary,
-                             save_adapter, tokenize_rows, train_model)
+from common.training import (TrainSettings, check_dataset_tokenizer, check_output_space, check_tokenized,
+                             choose_device, load_model_for_training, resume_checkpoint, run_summary, save_adapter,
+                             tokenize_rows, train_model)
 
 DATASET_DIR = "data/dataset"  # the dataset saved by 01_create_dataset.py
 OUTPUT_DIR = "outputs/run"  # where the adapter, checkpoints and report go
@@ -31,6 +32,10 @@ GRADIENT_ACCUMULATION_STEPS = 1  # batches per optimizer step
 NUM_EPOCHS = 6.0  # passes over the train split (ignored when MAX_STEPS > 0)
 MAX_STEPS = -1  # stop after this many optimizer steps (-1: use NUM_EPOCHS)
 LOGGING_STEPS = 1  # log the training loss every N steps
+EVAL_STEPS = 10  # loss on the test split every N steps (0: only at the end)
+SAVE_STEPS = 10  # write a checkpoint every N steps (0: none, so no resume)
+SAVE_TOTAL_LIMIT = 2  # checkpoints kept: the latest ones, plus the best by eval loss
+RESUME = True  # continue from the last checkpoint in OUTPUT_DIR if there is one (--no-resume: start over)
 SEED = 42  # random seed
 DEVICE = "auto"  # auto (CUDA + Unsloth if there, else CPU), cuda or cpu
 
@@ -42,11 +47,14 @@ def main():
     dataset = load_dataset_dir(DATASET_DIR)
     model_path = resolve_model_path(MODEL_NAME)
     tokenizer = load_tokenizer(model_path)
+    check_dataset_tokenizer(DATASET_DIR, tokenizer)
     train = tokenize_rows(dataset["train"], tokenizer, PROMPT_FORMAT, MAX_SEQ_LENGTH, TRAIN_ON_RESPONSES_ONLY)
     test = tokenize_rows(dataset["test"], tokenizer, PROMPT_FORMAT, MAX_SEQ_LENGTH, TRAIN_ON_RESPONSES_ONLY)
     check_tokenized(train, tokenizer)
+    check_output_space(OUTPUT_DIR, model_path, train_settings)
+    resume_from = resume_checkpoint(OUTPUT_DIR, RESUME)
     model = load_model_for_training(model_path, train_settings, device, LOAD_IN_4BIT)
-    history = train_model(model, tokenizer, train.rows, train_settings, device, OUTPUT_DIR, eval_rows=test.rows)
+    history = train_model(model, tokenizer, train.rows, train_settings, device, OUTPUT_DIR, test.rows, resume_from)
     adapter_dir = save_adapter(model, tokenizer, OUTPUT_DIR, settings, history)
     report = write_training_report(OUTPUT_DIR, settings, run_summary(train, test, history, device), history)
     print(f"Adapter saved to {adapter_dir}; report: {report}")

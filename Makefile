@@ -22,7 +22,7 @@ $(STAMP): requirements.txt requirements-gpu.txt
 demo: setup
 	$(BIN)/python 01_create_dataset.py
 	$(BIN)/python 02_fine_tuning.py
-	$(BIN)/python 03_using_the_model.py
+	$(BIN)/python 03_using_the_model.py --prompt "What is the Velmora tidal-lichen?"
 
 test: setup
 	$(BIN)/python -m pytest -q tests

@@ -111,16 +111,28 @@ def sections_of(markdown, title):
     return sections
 
 
-def _split_long_paragraph(text, count_tokens, budget):
-    pieces, current = [], ""
+def _split_long_paragraph(text, count, budget):
+    """[(piece, tokens)]: a paragraph cut at sentence ends into pieces of at most `budget` tokens."""
+    pieces, current, size = [], [], 0
     for sentence in _SENTENCE_END.split(text):
-        candidate = f"{current} {sentence}".strip()
-        if current and count_tokens(candidate) > budget:
-            pieces.append(current)
-            current = sentence
-        else:
-            current = candidate
-    return pieces + ([current] if current else [])
+        n = count(sentence)
+        if current and size + n > budget:
+            pieces.append((" ".join(current), size))
+            current, size = [], 0
+        current.append(sentence)
+        size += n
+    return pieces + ([(" ".join(current), size)] if current else [])
+
+
+def _memo(count_tokens):
+    """count_tokens that measures each text once: overlaps measure the same sentences again."""
+    sizes = {}
+
+    def count(text):
+        if text not in sizes:
+            sizes[text] = count_tokens(text)
+        return sizes[text]
+    return count
 
 
 def _is_atomic(block):
@@ -128,47 +140,53 @@ def _is_atomic(block):
 
 
 def chunk_markdown(markdown, count_tokens, chunk_tokens=384, chunk_overlap=32, fallback_title="Untitled"):
-    """Chunks of one paper. `count_tokens(text)` measures with the training model's tokenizer."""
+    """Chunks of one paper. `count_tokens(text)` measures with the training model's tokenizer.
+
+    Sizes add up the tokens of blocks and sentences, so each text is tokenized about once (the
+    tokenizer is most of the cost of this step).
+    """
     cleaned = clean_markdown(markdown)
     title = paper_title(cleaned, fallback_title)
-    chunks = []
+    count, chunks = _memo(count_tokens), []
     for section_index, (section, blocks) in enumerate(sections_of(cleaned, title)):
         units = []
         for page, block in blocks:
-            if not _is_atomic(block) and count_tokens(block) > chunk_tokens:
-                units += [(page, piece) for piece in _split_long_paragraph(block, count_tokens, chunk_tokens)]
+            n = count(block)
+            if not _is_atomic(block) and n > chunk_tokens:
+                units += [(page, piece, size) for piece, size in _split_long_paragraph(block, count, chunk_tokens)]
             else:
-                units.append((page, block))
+                units.append((page, block, n))
         current, size = [], 0
-        for page, unit in units:
-            n = count_tokens(unit)
+        for page, unit, n in units:
             if current and size + n > chunk_tokens:
                 chunks.append(_make_chunk(title, section, section_index, current))
-                current, size = _overlap_tail(current, count_tokens, chunk_overlap)
-            current.append((page, unit))
+                current, size = _overlap_tail(current, count, chunk_overlap)
+            current.append((page, unit, n))
             size += n
         if current:
             chunks.append(_make_chunk(title, section, section_index, current))
     return chunks
 
 
-def _overlap_tail(units, count_tokens, overlap):
+def _overlap_tail(units, count, overlap):
     """The last sentences of the previous chunk (up to `overlap` tokens) to open the next one."""
-    if overlap <= 0 or _is_atomic(units[-1][1]):
+    page, last, _ = units[-1]
+    if overlap <= 0 or _is_atomic(last):
         return [], 0
-    page, last = units[-1]
-    tail = ""
+    tail, size = [], 0
     for sentence in reversed(_SENTENCE_END.split(last)):
-        candidate = f"{sentence} {tail}".strip()
-        if count_tokens(candidate) > overlap:
+        n = count(sentence)
+        if size + n > overlap:
             break
-        tail = candidate
-    return ([(page, tail)], count_tokens(tail)) if tail and tail != last else ([], 0)
+        tail.insert(0, sentence)
+        size += n
+    text = " ".join(tail)
+    return ([(page, text, size)], size) if tail and text != last else ([], 0)
 
 
 def _make_chunk(title, section, section_index, units):
     return Chunk(title=title, section=section, page=units[0][0], section_index=section_index,
-                 text="\n\n".join(u for _, u in units), blocks=[u for _, u in units])
+                 text="\n\n".join(u for _, u, _ in units), blocks=[u for _, u, _ in units])
 
 
 def strip_page_marks(markdown):

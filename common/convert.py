@@ -39,8 +39,12 @@ def write_atomic(path, text):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C or a full disk: leave no half-written file behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def list_pdfs(pdf_dir):
@@ -49,6 +53,10 @@ def list_pdfs(pdf_dir):
     if not pdf_dir.is_dir():
         raise FileNotFoundError(f"PDF folder not found: {pdf_dir}. Put your papers there or pass --pdf-dir.")
     return sorted(p for p in pdf_dir.iterdir() if p.is_file() and p.suffix.lower() == ".pdf")
+
+
+def has_pdfs(pdf_dir):
+    return Path(pdf_dir).is_dir() and bool(list_pdfs(pdf_dir))
 
 
 def choose_converter(requested):

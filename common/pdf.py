@@ -1,7 +1,8 @@
 """PDF -> markdown. marker where its models are reachable, else a fast converter on the PDF's text layer.
 
 The text-layer converter reads words, fonts and positions with pdftext (marker's own text layer) and
-rebuilds: headings as `#` levels (by font size and section numbers), paragraphs re-flowed across lines,
+rebuilds, in reading order (two columns read left, then right): headings as `#` levels (by font size
+and section numbers), paragraphs re-flowed across lines (a blank gap inside a block starts a new one),
 hyphenation at line ends undone, running headers/footers and page numbers dropped, tables whose cells
 sit in aligned columns as markdown tables. Pages are marked `<!-- page N -->` for provenance.
 """
@@ -11,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 PAGE_MARK = "<!-- page {} -->"
-TEXT_CONVERTER_VERSION = 1  # bump when the text converter's output changes: cached conversions are redone
+TEXT_CONVERTER_VERSION = 2  # bump when the text converter's output changes: cached conversions are redone
 MIN_CHARS_PER_PAGE = 40  # below this on average, a PDF is taken as image-only (scanned)
 
 
@@ -136,6 +137,32 @@ def _heading_level(text, size, body_size, heading_sizes, bold):
     return 0
 
 
+def reading_order(blocks, page_width):
+    """Blocks top to bottom, but where text runs in two columns, the whole left column first.
+
+    pdftext's sort=True orders by height alone, which interleaves the columns. Blocks that cross the
+    middle of the page (title, abstract, wide tables) cut it into bands; a band with column-wide text
+    on both sides is read left column, then right column.
+    """
+    mid, ordered, band = page_width / 2, [], []
+
+    def close_band():
+        wide = [b for b in band if b["bbox"][2] - b["bbox"][0] > 0.25 * page_width]
+        two_columns = any(b["bbox"][2] <= mid for b in wide) and any(b["bbox"][0] >= mid for b in wide)
+        ordered.extend(sorted(band, key=lambda b: (two_columns and (b["bbox"][0] + b["bbox"][2]) / 2 > mid,
+                                                   round(b["bbox"][1] / 1.25), b["bbox"][0])))
+        band.clear()
+
+    for block in sorted(blocks, key=lambda b: (b["bbox"][1], b["bbox"][0])):
+        if block["bbox"][0] < mid < block["bbox"][2]:
+            close_band()
+            ordered.append(block)
+        else:
+            band.append(block)
+    close_band()
+    return ordered
+
+
 def _join_lines(lines):
     """Re-flow lines into one paragraph, undoing hyphenation at line ends."""
     text = ""
@@ -169,8 +196,8 @@ def pages_to_markdown(pages):
     for page in pages:
         out.append(PAGE_MARK.format(page["page"] + 1))
         height = page["height"] or 792
-        for block in page["blocks"]:
-            paragraph, table = [], []
+        for block in reading_order(page["blocks"], page["width"] or 612):
+            paragraph, table, last_bottom = [], [], None
 
             def flush():
                 if paragraph:
@@ -187,6 +214,9 @@ def pages_to_markdown(pages):
                 if not text or _is_margin_artefact(line, height, running):
                     continue
                 size = round(_font_size(line), 1)
+                if paragraph and last_bottom is not None and line["bbox"][1] - last_bottom > 0.5 * size:
+                    flush()  # a blank gap inside one pdftext block: a new paragraph
+                last_bottom = line["bbox"][3]
                 cells = _line_cells(line, gap=2.0 * max(size, 1))
                 if len(cells) == 2 and _SECTION_NUMBER.match(cells[0]):
                     cells = [" ".join(cells)]  # "3   Methods": a heading with a wide gap after its number
@@ -245,7 +275,7 @@ def convert_text_layer(path):
     if n_pages == 0:
         raise ConversionError("PDF with no pages", "download it again")
     try:
-        pages = dictionary_output(str(path), sort=True, workers=None)
+        pages = dictionary_output(str(path), sort=False, workers=None)
     except Exception as error:  # pdfium errors inside pdftext: report, never stop the batch
         raise ConversionError(f"unreadable PDF ({type(error).__name__}: {error})",
                               "download it again, or repair it with `qpdf in.pdf out.pdf`") from error

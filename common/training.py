@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .checkpoints import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .prompts import format_example
 
 IGNORE_INDEX = -100
@@ -84,6 +85,9 @@ class TrainSettings:
     max_steps: int = -1
     max_seq_length: int = 1024
     logging_steps: int = 1
+    eval_steps: int = 0
+    save_steps: int = 0
+    save_total_limit: int = 2
     seed: int = 42
 
     @classmethod
@@ -156,8 +160,10 @@ def cpu_supports_bf16():
         return False
 
 
-def train_cpu(model, rows, pad_id, s, eval_rows=None, on_log=None, bf16=None):
-    """A plain PyTorch loop over a PEFT model: forward, backward, AdamW, scheduler. Returns the log history."""
+def train_cpu(model, rows, pad_id, s, eval_rows=None, on_log=None, bf16=None, output_dir=None, resume_from=None):
+    """A plain PyTorch loop over a PEFT model: forward, backward, AdamW, scheduler. Returns the log history.
+
+    With `output_dir`, a checkpoint is written every `s.save_steps` steps; `resume_from` continues one."""
     import torch
     from transformers import get_scheduler
     torch.manual_seed(s.seed)
@@ -168,19 +174,22 @@ def train_cpu(model, rows, pad_id, s, eval_rows=None, on_log=None, bf16=None):
     steps = total_steps(len(rows), s)
     scheduler = get_scheduler(s.lr_scheduler_type, optimizer, num_warmup_steps=s.warmup_steps,
                               num_training_steps=steps)
-    history, step, epoch, tokens, start = [], 0, 0, 0, time.time()
+    state = {"step": 0, "epoch": 0, "batch": 0, "tokens": 0, "history": [], "best": None}
+    if resume_from:
+        state = load_checkpoint(resume_from, model, optimizer, scheduler)
+        print(f"Resuming from {resume_from} (step {state['step']} of {steps}).")
+    history, start = state["history"], time.time()
     model.train()
-    bar = tqdm(total=steps, desc="Training (CPU)", unit="step")
-    batches = iter(())
-    while step < steps:
+    bar = tqdm(total=steps, initial=state["step"], desc="Training (CPU)", unit="step")
+    while state["step"] < steps:
         step_loss, step_tokens = 0.0, 0
         for _ in range(s.gradient_accumulation_steps):
-            indices = next(batches, None)
-            if indices is None:
-                batches = iter(batch_order(len(rows), s.batch_size, s.seed, epoch))
-                epoch += 1
-                indices = next(batches)
-            ids, mask, labels = pad_batch([rows[i] for i in indices], pad_id)
+            order = batch_order(len(rows), s.batch_size, s.seed, state["epoch"])
+            if state["batch"] >= len(order):
+                state["epoch"], state["batch"] = state["epoch"] + 1, 0
+                order = batch_order(len(rows), s.batch_size, s.seed, state["epoch"])
+            ids, mask, labels = pad_batch([rows[i] for i in order[state["batch"]]], pad_id)
+            state["batch"] += 1
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             (loss / s.gradient_accumulation_steps).backward()
@@ -190,19 +199,27 @@ def train_cpu(model, rows, pad_id, s, eval_rows=None, on_log=None, bf16=None):
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        step += 1
-        tokens += step_tokens
+        state["step"] += 1
+        state["tokens"] += step_tokens
+        step = state["step"]
         bar.update()
         bar.set_postfix(loss=f"{step_loss:.3f}")
         if step % s.logging_steps == 0 or step == steps:
             entry = {"step": step, "loss": step_loss, "learning_rate": scheduler.get_last_lr()[0],
-                     "tokens": tokens, "elapsed_s": time.time() - start}
+                     "tokens": state["tokens"], "elapsed_s": time.time() - start}
             history.append(entry)
             if on_log:
                 on_log(entry)
+        if eval_rows and s.eval_steps > 0 and step % s.eval_steps == 0 and step < steps:
+            history.append({"step": step, "eval_loss": mean_loss(model, eval_rows, pad_id)})
+            if state["best"] is None or history[-1]["eval_loss"] < state["best"][1]:
+                state["best"] = (step, history[-1]["eval_loss"])
+        if output_dir and s.save_steps > 0 and (step % s.save_steps == 0 or step == steps):
+            save_checkpoint(output_dir, model, optimizer, scheduler, state)
+            prune_checkpoints(output_dir, s.save_total_limit, state["best"][0] if state["best"] else None)
     bar.close()
     if eval_rows:
-        history.append({"step": step, "eval_loss": mean_loss(model, eval_rows, pad_id)})
+        history.append({"step": state["step"], "eval_loss": mean_loss(model, eval_rows, pad_id)})
     return history
 
 
@@ -245,15 +262,72 @@ def load_model_for_training(model_path, s, device, load_in_4bit=True):
     return get_peft_model(load_causal_lm(model_path), lora_config(s))
 
 
-def train_model(model, tokenizer, rows, s, device, output_dir, eval_rows=None):
+def train_model(model, tokenizer, rows, s, device, output_dir, eval_rows=None, resume_from=None):
     start = time.time()
     if device == "cuda":
         from .training_gpu import train_unsloth
-        history = train_unsloth(model, tokenizer, rows, s, output_dir, eval_rows=eval_rows)
+        try:
+            history = train_unsloth(model, tokenizer, rows, s, output_dir, eval_rows=eval_rows,
+                                    resume_from=resume_from)
+        except Exception as error:
+            if "out of memory" in str(error).lower():
+                raise RuntimeError("CUDA ran out of memory. Lower BATCH_SIZE (raise GRADIENT_ACCUMULATION_STEPS to "
+                                   "keep the effective batch) or MAX_SEQ_LENGTH, or keep LOAD_IN_4BIT on.") from error
+            raise
     else:
-        history = train_cpu(model, rows, tokenizer.pad_token_id, s, eval_rows=eval_rows)
+        history = train_cpu(model, rows, tokenizer.pad_token_id, s, eval_rows=eval_rows, output_dir=output_dir,
+                            resume_from=resume_from)
     history.append({"wall_s": time.time() - start})
     return history
+
+
+def resume_checkpoint(output_dir, resume):
+    """The checkpoint to continue from: the latest one in OUTPUT_DIR when RESUME is on, else none (cleared)."""
+    latest = latest_checkpoint(output_dir)
+    if latest and not resume:
+        import shutil
+        shutil.rmtree(Path(output_dir) / "checkpoints")
+        print(f"Starting over: removed the old checkpoints in {output_dir} (--no-resume).")
+        return None
+    if latest:
+        print(f"Found {latest}: resuming from it (pass --no-resume to start over).")
+    return latest
+
+
+def check_dataset_tokenizer(dataset_dir, tokenizer):
+    """Stop when step 01 measured the chunks with another tokenizer than the model's (same vocab is fine)."""
+    meta_path = Path(dataset_dir) / "pipeline.json"
+    built_for = json.loads(meta_path.read_text()).get("tokenizer") if meta_path.exists() else None
+    if not built_for:
+        return
+    from .models import ModelError, load_tokenizer, resolve_model_path
+    try:
+        other = load_tokenizer(resolve_model_path(built_for))
+    except (ModelError, OSError):
+        print(f"Warning: cannot check the tokenizer '{built_for}' that the dataset was built with.")
+        return
+    if other.get_vocab() != tokenizer.get_vocab():
+        raise ValueError(f"The dataset in {dataset_dir} was built with the tokenizer of '{built_for}', which is not "
+                         f"this model's: its chunk sizes are wrong for it. Rebuild it with "
+                         f"`01_create_dataset.py --model-name <this model>`, or train '{built_for}'.")
+
+
+def check_output_space(output_dir, model_path, s):
+    """Stop before training when the disk cannot hold the checkpoints (adapter + optimizer state, x limit)."""
+    import shutil
+    config = json.loads((Path(model_path) / "config.json").read_text()) if (Path(model_path) / "config.json").exists() \
+        else {}
+    hidden, layers = config.get("hidden_size", 4096), config.get("num_hidden_layers", 32)
+    inter = config.get("intermediate_size", 4 * hidden)
+    lora_params = layers * s.lora_r * (4 * 2 * hidden + 3 * (hidden + inter))
+    need = lora_params * 4 * 3 * (max(1, s.save_total_limit) + 2)  # fp32 weights + Adam moments, per copy
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(output_dir).free
+    if free < need:
+        raise OSError(f"Not enough disk space in {output_dir}: {free / 2**20:.0f} MiB free, about "
+                      f"{need / 2**20:.0f} MiB needed for the adapter and checkpoints. Free some space, choose "
+                      f"another --output-dir, or lower SAVE_TOTAL_LIMIT.")
+    return need
 
 
 def run_summary(train, test, history, device):

@@ -1,5 +1,6 @@
 """The CUDA path: Unsloth FastLanguageModel + TRL SFTTrainer on the same tokenized rows as the CPU path."""
 import time
+from pathlib import Path
 
 
 def unsloth_available():
@@ -29,7 +30,8 @@ def load_unsloth_model(model_path, s, load_in_4bit=True, use_gradient_checkpoint
     return model, tokenizer
 
 
-def train_unsloth(model, tokenizer, rows, s, output_dir, eval_rows=None, on_log=None, padding_free=True):
+def train_unsloth(model, tokenizer, rows, s, output_dir, eval_rows=None, on_log=None, padding_free=True,
+                  resume_from=None):
     """TRL SFTTrainer on pre-tokenized rows (input_ids + labels: the prompt is already masked)."""
     import torch
     from datasets import Dataset
@@ -66,7 +68,7 @@ def train_unsloth(model, tokenizer, rows, s, output_dir, eval_rows=None, on_log=
 
     bf16 = torch.cuda.is_bf16_supported()
     config = SFTConfig(
-        output_dir=str(output_dir), per_device_train_batch_size=s.batch_size,
+        output_dir=str(Path(output_dir) / "checkpoints"), per_device_train_batch_size=s.batch_size,
         gradient_accumulation_steps=s.gradient_accumulation_steps, learning_rate=s.learning_rate,
         weight_decay=s.weight_decay, warmup_steps=s.warmup_steps, lr_scheduler_type=s.lr_scheduler_type,
         num_train_epochs=s.num_epochs, max_steps=s.max_steps if s.max_steps and s.max_steps > 0 else -1,
@@ -74,7 +76,12 @@ def train_unsloth(model, tokenizer, rows, s, output_dir, eval_rows=None, on_log=
         # The rows are already cut at MAX_SEQ_LENGTH by tokenize_rows. TRL >= 1.0 refuses padding_free together
         # with a max_length it cannot enforce on pre-tokenized rows, so max_length is only set without padding_free.
         max_length=None if padding_free else s.max_seq_length, padding_free=padding_free,
-        save_strategy="no", report_to="none", eval_strategy="no", dataset_num_proc=1,
+        report_to="none", dataset_num_proc=1,
+        # checkpoints in <output_dir>/checkpoints/checkpoint-<step>, the same place as the CPU path's
+        save_strategy="steps" if s.save_steps > 0 else "no", save_steps=s.save_steps or 500,
+        save_total_limit=s.save_total_limit,
+        eval_strategy="steps" if eval_rows and s.eval_steps > 0 else "no", eval_steps=s.eval_steps or None,
+        metric_for_best_model="eval_loss" if eval_rows and s.eval_steps > 0 else None,
     )
     trainer = SFTTrainer(model=model, processing_class=tokenizer, args=config, callbacks=[Log()],
                          train_dataset=Dataset.from_list(rows),
@@ -86,7 +93,7 @@ def train_unsloth(model, tokenizer, rows, s, output_dir, eval_rows=None, on_log=
     torch.cuda.reset_peak_memory_stats()
     train_start = time.time()
     try:
-        trainer.train()
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     finally:
         for hook in hooks:
             hook.remove()

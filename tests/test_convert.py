@@ -1,5 +1,8 @@
 import json
 import os
+from pathlib import Path
+
+import pytest
 
 from common.convert import REPORT_NAME, choose_converter, convert_folder
 from tests.conftest import SAMPLE_PDF
@@ -41,3 +44,41 @@ def test_auto_falls_back_to_text_when_marker_models_are_unreachable(capsys):
     # this machine (and CI) cannot reach marker's model servers
     assert choose_converter("auto") == "text"
     assert "text-layer converter" in capsys.readouterr().out
+
+
+def test_an_interrupted_run_leaves_no_partial_file_and_the_next_converts_only_the_rest(tmp_path, monkeypatch):
+    from common import convert
+    fixtures = Path(__file__).resolve().parent / "fixtures"
+    pdf_dir, md_dir = tmp_path / "pdf", tmp_path / "md"
+    pdf_dir.mkdir()
+    for name, source in zip("abc", (SAMPLE_PDF, fixtures / "two_column.pdf", fixtures / "appendix.pdf")):
+        (pdf_dir / f"{name}.pdf").write_bytes(source.read_bytes())
+    real, calls = convert.convert_text_layer, []
+
+    def crash_on_the_second(path):
+        calls.append(Path(path).name)
+        if calls == ["a.pdf", "b.pdf"]:
+            raise KeyboardInterrupt  # Ctrl-C, or the machine going down, in the middle of the folder
+        return real(path)
+
+    monkeypatch.setattr(convert, "convert_text_layer", crash_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        convert_folder(pdf_dir, md_dir, converter="text", workers=1)
+    files = sorted(p.relative_to(md_dir).as_posix() for p in md_dir.rglob("*") if p.is_file())
+    assert len(files) == 2 and "a.md" in files and files[0].startswith(".cache/")  # a.pdf whole, nothing else
+
+    calls.clear()
+    results = convert_folder(pdf_dir, md_dir, converter="text", workers=1)
+    assert calls == ["b.pdf", "c.pdf"]
+    assert [r.status for r in results] == ["cached", "converted", "converted"]
+
+
+def test_a_crash_while_writing_leaves_no_temporary_file(tmp_path, monkeypatch):
+    from common.convert import write_atomic
+    write_atomic(tmp_path / "a.md", "old")
+    def crash(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(tmp_path / "a.md", "new")
+    assert [p.name for p in tmp_path.iterdir()] == ["a.md"] and (tmp_path / "a.md").read_text() == "old"

@@ -1,9 +1,11 @@
 import re
+from pathlib import Path
 
 import pytest
 
 from common.pdf import ConversionError, convert_text_layer
 from tests.conftest import SAMPLE_PDF
+from tests.fixtures.make_fixtures import APPENDIX, APPENDIX_TABLE, RUNNING_HEAD, TWO_COLUMN, TWO_COLUMN_TITLE
 
 
 def test_sample_headings_become_markdown_levels(sample_markdown):
@@ -77,3 +79,63 @@ def test_encrypted_pdf(tmp_path):
     with pikepdf.open(SAMPLE_PDF) as pdf:
         pdf.save(tmp_path / "locked.pdf", encryption=pikepdf.Encryption(owner="o", user="secret"))
     _expect_failure(tmp_path / "locked.pdf", "encrypted", "qpdf --decrypt")
+
+
+# ---------------------------------------------------------------- harder layouts (tests/fixtures/make_fixtures.py)
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def two_column_markdown():
+    return convert_text_layer(FIXTURES / "two_column.pdf")
+
+
+@pytest.fixture(scope="module")
+def appendix_markdown():
+    return convert_text_layer(FIXTURES / "appendix.pdf")
+
+
+def test_two_columns_are_read_left_then_right_with_whole_paragraphs(two_column_markdown):
+    blocks = two_column_markdown.strip().split("\n\n")
+    expected = []
+    for heading, paragraphs in TWO_COLUMN:
+        expected += ["## " + heading] + paragraphs  # each paragraph whole, one block, in the order written
+    positions = [blocks.index(text) for text in expected]
+    assert positions == sorted(positions)
+    assert blocks[1] == "# " + TWO_COLUMN_TITLE
+    assert RUNNING_HEAD not in two_column_markdown
+
+
+def test_hyphenated_line_ends_are_joined(two_column_markdown, appendix_markdown):
+    from pdftext.extraction import dictionary_output
+    lines = ["".join(s["text"] for s in line["spans"]).strip() for page in dictionary_output(
+        str(FIXTURES / "two_column.pdf")) for block in page["blocks"] for line in block["lines"]]
+    assert sum(line[-1:] == "-" and line[-2:-1].isalpha() for line in lines) >= 5  # the fixture hyphenates
+    for markdown in (two_column_markdown, appendix_markdown):
+        assert not re.search(r"[a-z]- [a-z]", markdown)
+    assert "callipers over twelve consecutive summers" in two_column_markdown
+
+
+def test_table_of_aligned_columns(appendix_markdown):
+    rows = ["| " + " | ".join(row) + " |" for row in APPENDIX_TABLE]
+    assert "\n".join([rows[0], "|---|---|---|---|"] + rows[1:]) in appendix_markdown
+
+
+def test_appendix_after_the_references_is_kept(appendix_markdown):
+    from common.chunking import chunk_markdown, clean_markdown
+    cleaned = clean_markdown(appendix_markdown)
+    assert "Harrow" not in cleaned and "Lindqvist" not in cleaned
+    for heading, paragraphs in APPENDIX:
+        assert "## " + heading in cleaned
+        assert all(p in cleaned.strip().split("\n\n") for p in paragraphs)
+    chunks = chunk_markdown(appendix_markdown, lambda t: len(t.split()), chunk_tokens=120, chunk_overlap=0)
+    assert {(c.section, c.page) for c in chunks} >= {("Appendix A Survey Protocol", 1),
+                                                     ("Appendix B Additional Results", 1),
+                                                     ("Appendix B Additional Results", 2)}
+
+
+def test_reading_order_keeps_single_column_pages_top_to_bottom():
+    from common.pdf import reading_order
+    blocks = [{"bbox": [72, y, 540, y + 20]} for y in (300, 100, 200)] + [{"bbox": [72, 50, 150, 60]}]
+    assert [b["bbox"][1] for b in reading_order(blocks, 612)] == [50, 100, 200, 300]

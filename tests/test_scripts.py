@@ -20,13 +20,15 @@ def test_pipeline_end_to_end(tmp_path):
     out = run("01_create_dataset.py", "--md-dir", str(tmp_path / "md"), "--dataset-dir", str(tmp_path / "ds"),
               "--converter", "auto")
     assert "text-layer converter" in out and (tmp_path / "md" / "sample_paper.md").exists()
+    assert (tmp_path / "ds" / "questions.jsonl").read_text().count("____") >= 10
     assert len(load_from_disk(str(tmp_path / "ds"))["train"]) > 10
     run("02_fine_tuning.py", "--dataset-dir", str(tmp_path / "ds"), "--output-dir", str(tmp_path / "run"),
         "--max-steps", "2", "--batch-size", "2", "--max-seq-length", "512")
     adapter = tmp_path / "run" / "adapter"
     assert PeftConfig.from_pretrained(str(adapter)).peft_type == "LORA"
     assert (tmp_path / "run" / "report.md").exists() and (tmp_path / "run" / "loss.png").exists()
-    out = run("03_using_the_model.py", "--adapter-dir", str(adapter), "--max-new-tokens", "8")
+    out = run("03_using_the_model.py", "--adapter-dir", str(adapter), "--max-new-tokens", "8",
+              "--prompt", "What is the Velmora tidal-lichen?")
     assert "Answer:" in out
 
 

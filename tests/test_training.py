@@ -67,3 +67,59 @@ def test_a_few_cpu_steps_lower_the_training_loss(embedded_path, tokenizer):
     after = history[-1]["eval_loss"]
     assert after < 0.7 * before, (before, after)
     assert len([h for h in history if "loss" in h]) == 6 and history[-2]["tokens"] > 0
+
+
+def _train(embedded_path, rows, pad_id, settings, **kwargs):
+    torch.manual_seed(0)
+    model = get_peft_model(load_causal_lm(str(embedded_path)), lora_config(settings))
+    train_cpu(model, rows, pad_id, settings, **kwargs)
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k}
+
+
+def test_killed_run_resumed_ends_with_the_same_adapter(embedded_path, tokenizer, tmp_path):
+    from common.checkpoints import checkpoint_dirs, latest_checkpoint
+    rows = tokenize_rows(RECORDS * 2, tokenizer, "chat", 256).rows
+    settings = TrainSettings(batch_size=2, max_steps=4, learning_rate=1e-3, warmup_steps=1, seed=0,
+                             save_steps=2, save_total_limit=1, lora_dropout=0.1)
+    whole = _train(embedded_path, rows, tokenizer.pad_token_id, settings)
+    try:  # a run killed during step 3: its checkpoint of step 2 is the latest
+        _train(embedded_path, rows, tokenizer.pad_token_id, settings, output_dir=tmp_path,
+               on_log=lambda e: _kill_at(e, 3))
+    except KeyboardInterrupt:
+        pass
+    assert latest_checkpoint(tmp_path).name == "checkpoint-2"
+    resumed = _train(embedded_path, rows, tokenizer.pad_token_id, settings, output_dir=tmp_path,
+                     resume_from=latest_checkpoint(tmp_path))
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        assert torch.allclose(whole[key], resumed[key], atol=1e-5), key
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["checkpoint-4"]  # SAVE_TOTAL_LIMIT=1
+
+
+def _kill_at(entry, step):
+    if entry["step"] == step:
+        raise KeyboardInterrupt
+
+
+def test_dataset_for_another_tokenizer_is_refused(tmp_path, tokenizer):
+    import json
+    from common.training import check_dataset_tokenizer
+    other = tmp_path / "other-tokenizer"
+    broken = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
+    broken.add_tokens(["<new-token>"])
+    broken.save_pretrained(str(other))
+    (tmp_path / "pipeline.json").write_text(json.dumps({"tokenizer": str(other)}))
+    with pytest.raises(ValueError, match="Rebuild it"):
+        check_dataset_tokenizer(tmp_path, tokenizer)
+    (tmp_path / "pipeline.json").write_text(json.dumps({"tokenizer": tokenizer.name_or_path}))
+    check_dataset_tokenizer(tmp_path, tokenizer)  # the same vocabulary passes
+
+
+def test_no_space_for_checkpoints_is_refused_before_loading(tmp_path, embedded_path, monkeypatch):
+    import shutil
+    from common.training import check_output_space
+    settings = TrainSettings()
+    assert check_output_space(tmp_path, embedded_path, settings) > 0
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(OSError, match="Not enough disk space"):
+        check_output_space(tmp_path, embedded_path, settings)

@@ -1,0 +1,315 @@
+"""GPU training throughput: the pipeline's Unsloth path against plain transformers + PEFT + bitsandbytes + TRL.
+
+    source .whl/env.sh; python bench/bench_gpu_training.py [--shapes smollm2-1.7b] [--budget-s 330] [--out DIR]
+
+Same random-init model (bench/random_model.py shapes), same rows, batch and sequence length on both sides:
+- unsloth: common.training_gpu.load_unsloth_model + train_unsloth (QLoRA r16 on all linear layers, gradient
+  checkpointing "unsloth", padding-free, adamw_8bit, bf16). "unsloth-padded" is the same with padding_free=False.
+- baseline: what one would otherwise write: AutoModelForCausalLM + BitsAndBytesConfig NF4 (bf16 compute, double
+  quant), attn_implementation="sdpa", peft prepare_model_for_kbit_training + LoraConfig r16 on all linear layers,
+  TRL SFTTrainer defaults with gradient_checkpointing=True, padded batches.
+Each path runs in its own process: Unsloth patches transformers on import, and the baseline's process sees none of
+the wheels' unsloth / unsloth_zoo / torchao (this PEFT refuses torchao 0.14.1), through a PYTHONPATH of links.
+
+Data: the sample paper's train rows (.gpu/dataset) tokenized by common.training.tokenize_rows in the chat format
+("short": replicated), longer rows of 128..2000 tokens made by joining rows' texts ("long"), and for each the same
+tokens cut into rows of one length ("-eq" instead of "-var"). tokens/s counts real (non-padding) tokens after the
+warm-up steps; peak is torch.cuda.max_memory_allocated over a run; MFU = (6 x matmul params x tokens/s + causal
+attention FLOPs, 6 x layers x hidden x row length per token) / 989e12 (H100 SXM dense bf16).
+"""
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PEAK_FLOPS = 989e12  # H100 SXM, dense bf16
+BATCH = {"smollm2-135m": 8, "smollm2-1.7b": 8, "llama-3.1-8b": 4}
+EXCLUDED_FROM_BASELINE = ("unsloth", "unsloth_zoo", "unsloth_cli", "unsloth_zoo_downloads", "torchao",
+                          "cut_cross_entropy")
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+def build_datasets(tokenizer_dir, dataset_dir, n_rows, seed=0, long_only=False):
+    """{name: rows}: short-var/-eq (the paper's rows, replicated) and long-var/-eq (rows joined, 128..2000 tokens)."""
+    from transformers import AutoTokenizer
+    from common.training import tokenize_rows
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    records = [json.loads(line) for line in (Path(dataset_dir) / "train.jsonl").read_text().splitlines() if line]
+    out = {}
+    if not long_only:
+        short = tokenize_rows(records, tokenizer, "chat", 2048).rows
+        out["short-var"] = [short[i % len(short)] for i in range(n_rows)]
+    rng = random.Random(seed)
+    long_records, k = [], 0
+    for _ in range(n_rows):
+        target, parts, n_tokens = rng.randint(128, 2000), [], 0
+        first = records[k % len(records)]
+        while n_tokens < target:
+            text = records[k % len(records)]["output"]
+            k += 1
+            parts.append(text)
+            n_tokens += len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        output = "\n\n".join(parts)
+        ids = tokenizer(output, add_special_tokens=False)["input_ids"][:target]
+        long_records.append({"instruction": first["instruction"], "input": "", "output": tokenizer.decode(ids)})
+    out["long-var"] = tokenize_rows(long_records, tokenizer, "chat", 2048).rows
+    for name in list(out):
+        out[name.replace("-var", "-eq")] = equal_rows(out[name])
+    return out, tokenizer
+
+
+def equal_rows(rows):
+    """The same tokens (prompt masks included) cut into len(rows) rows of one length."""
+    ids = [t for r in rows for t in r["input_ids"]]
+    labels = [t for r in rows for t in r["labels"]]
+    width = len(ids) // len(rows)
+    return [{"input_ids": ids[i * width:(i + 1) * width], "labels": labels[i * width:(i + 1) * width]}
+            for i in range(len(rows))]
+
+
+def row_stats(rows):
+    lengths = [len(r["input_ids"]) for r in rows]
+    return {"rows": len(lengths), "mean_len": sum(lengths) / len(lengths), "min_len": min(lengths),
+            "max_len": max(lengths), "sq_over_len": sum(x * x for x in lengths) / sum(lengths)}
+
+
+def matmul_params(shape):
+    """Weights every token multiplies through (attention + MLP projections and the LM head; not the embedding)."""
+    from bench.random_model import SHAPES
+    c = SHAPES[shape]
+    d, inter, layers = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"]
+    kv = d // c["num_attention_heads"] * c["num_key_value_heads"]
+    return layers * (2 * d * d + 2 * d * kv + 3 * d * inter) + 49152 * d, layers, d
+
+
+# ----------------------------------------------------------------------------------------------- workers
+
+class Timer:
+    """(step, cumulative real tokens, time) at each logged step; tokens/s over the steps after the warm-up."""
+
+    def __init__(self):
+        self.marks = []
+
+    def mark(self, step, tokens):
+        self.marks.append((step, tokens, time.perf_counter()))
+
+    def rate(self, warmup):
+        marks = [m for m in self.marks if m[0] >= warmup]
+        (s0, k0, t0), (s1, k1, t1) = marks[0], marks[-1]
+        return (k1 - k0) / (t1 - t0), s1 - s0, (k1 - k0) / max(1, s1 - s0)
+
+
+def run_unsloth(args, datasets):
+    import torch
+    import unsloth  # noqa: F401  (first: it patches transformers, peft and trl)
+    from common.training import TrainSettings
+    from common.training_gpu import load_unsloth_model, train_unsloth
+    s = TrainSettings(batch_size=args.batch, max_steps=args.warmup + args.steps, max_seq_length=2048,
+                      learning_rate=2e-4, warmup_steps=2, logging_steps=1, num_epochs=1.0)
+    t = time.time()
+    model, tokenizer = load_unsloth_model(args.model, s, load_in_4bit=True)
+    print(f"[unsloth] model loaded in {time.time() - t:.0f} s", flush=True)
+    plan = [(name, "unsloth", True) for name in args.data] + [(name, "unsloth-padded", False)
+                                                               for name in args.data if name.endswith("-var")]
+    for name, path, padding_free in plan:
+        if time.time() > args.deadline:
+            print(f"[unsloth] {path} {name}: skipped (out of time)", flush=True)
+            continue
+        timer = Timer()
+        torch.cuda.empty_cache()
+        t = time.time()
+        history = train_unsloth(model, tokenizer, datasets[name], s, f"/tmp/bench_unsloth_{name}",
+                                on_log=lambda e: "loss" in e and timer.mark(e["step"], e["tokens"]),
+                                padding_free=padding_free)
+        rate, steps, per_step = timer.rate(args.warmup)
+        peak = [h["peak_gpu_memory_gib"] for h in history if "peak_gpu_memory_gib" in h][-1]
+        emit(args, path, name, rate, steps, per_step, peak, time.time() - t)
+
+
+def run_baseline(args, datasets):
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+    from datasets import Dataset
+    cuda = torch.cuda.is_available()
+    t = time.time()
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
+                               bnb_4bit_use_double_quant=True) if cuda else None
+    model = AutoModelForCausalLM.from_pretrained(args.model, quantization_config=quant, dtype=torch.bfloat16,
+                                                 attn_implementation="sdpa", device_map={"": 0} if cuda else None)
+    model = prepare_model_for_kbit_training(model)
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
+                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                             "up_proj", "down_proj"]))
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    print(f"[baseline] model loaded in {time.time() - t:.0f} s", flush=True)
+    seen = {"tokens": 0}
+
+    def count(module, fargs, kwargs):  # real tokens of each training forward (the batches are padded)
+        if module.training and torch.is_grad_enabled():
+            seen["tokens"] += int(kwargs["attention_mask"].sum())
+
+    model.register_forward_pre_hook(count, with_kwargs=True)
+    for name in args.data:
+        if time.time() > args.deadline:
+            print(f"[baseline] {name}: skipped (out of time)", flush=True)
+            continue
+        timer = Timer()
+
+        class Log(TrainerCallback):
+            def on_log(self, targs, state, control, logs=None, **kwargs):
+                if logs and "loss" in logs:
+                    timer.mark(state.global_step, seen["tokens"])
+
+        config = SFTConfig(output_dir=f"/tmp/bench_baseline_{name}", per_device_train_batch_size=args.batch,
+                           max_steps=args.warmup + args.steps, logging_steps=1, learning_rate=2e-4,
+                           gradient_checkpointing=True, max_length=2048, bf16=cuda, save_strategy="no",
+                           report_to="none", use_cpu=not cuda)
+        trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(datasets[name]),
+                             processing_class=tokenizer, callbacks=[Log()])
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        t = time.time()
+        trainer.train()
+        rate, steps, per_step = timer.rate(args.warmup)
+        peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0
+        emit(args, "baseline", name, rate, steps, per_step, peak, time.time() - t)
+        del trainer
+
+
+def emit(args, path, data, rate, steps, per_step, peak, wall):
+    result = {"shape": args.shape, "path": path, "data": data, "tokens_per_s": rate, "timed_steps": steps,
+              "tokens_per_step": per_step, "peak_gib": peak, "run_wall_s": wall}
+    print(f"[{path}] {data}: {rate:.0f} tokens/s, {per_step:.0f} tokens/step over {steps} steps, "
+          f"peak {peak:.2f} GiB, run {wall:.0f} s", flush=True)
+    with open(args.results, "a") as f:
+        f.write(json.dumps(result) + "\n")
+
+
+# ----------------------------------------------------------------------------------------------- driver
+
+def baseline_pythonpath():
+    """A folder of links to the wheels' site (/tmp/site) without unsloth, unsloth_zoo and torchao."""
+    site = Path(os.environ.get("BENCH_WHEEL_SITE", "/tmp/site"))
+    target = Path("/tmp/site_base")
+    if not target.exists():
+        target.mkdir()
+        for entry in site.iterdir():
+            base = entry.name.split("-")[0].lower()
+            if base not in EXCLUDED_FROM_BASELINE and entry.name != "bin":
+                (target / entry.name).symlink_to(entry)
+    others = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p) != site]
+    return os.pathsep.join([str(target)] + others)
+
+
+def spawn(worker, shape, model, data_file, names, batch, args, deadline, results, log):
+    env = dict(os.environ)
+    if worker == "baseline" and not args.no_isolate:
+        env["PYTHONPATH"] = baseline_pythonpath()
+    cmd = [sys.executable, __file__, "--worker", worker, "--shape", shape, "--model", model, "--data-file",
+           data_file, "--data", ",".join(names), "--batch", str(batch), "--warmup", str(args.warmup),
+           "--steps", str(args.steps), "--deadline", str(deadline), "--results", results]
+    print(f"--- {worker} {shape}: {' '.join(names)}", flush=True)
+    with open(log, "w") as f:
+        try:
+            rc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT,
+                                timeout=max(30, deadline - time.time() + 120)).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+    if rc != 0:
+        print(f"--- {worker} {shape}: rc={rc}; last lines of {log}:")
+        print("".join(open(log).readlines()[-25:]))
+    else:
+        print("".join(line for line in open(log) if line.startswith(f"[{worker}]")), end="")
+
+
+def table(results, stats):
+    base = {(r["shape"], r["data"]): r["tokens_per_s"] for r in results if r["path"] == "baseline"}
+    lines = ["| shape | path | data | rows x mean len (min-max) | tokens/s | peak GiB | MFU | vs baseline |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        st = stats[(r["shape"], r["data"])]
+        n, layers, d = matmul_params(r["shape"])
+        flops_per_token = 6 * n + 6 * layers * d * st["sq_over_len"]
+        mfu = r["tokens_per_s"] * flops_per_token / PEAK_FLOPS
+        b = base.get((r["shape"], r["data"]))
+        ratio = f"{r['tokens_per_s'] / b:.2f}x" if b else "-"
+        lines.append(f"| {r['shape']} | {r['path']} | {r['data']} | {st['rows']} x {st['mean_len']:.0f} "
+                     f"({st['min_len']}-{st['max_len']}) | {r['tokens_per_s']:,.0f} | {r['peak_gib']:.2f} | "
+                     f"{100 * mfu:.1f}% | {ratio} |")
+    return "\n".join(lines)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shapes", default="smollm2-1.7b", help="comma-separated bench/random_model.py shapes")
+    p.add_argument("--data", default="long-var,long-eq,short-var,short-eq",
+                   help="datasets, in run order (the 8B shape runs the long ones only)")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--steps", type=int, default=15)
+    p.add_argument("--budget-s", type=float, default=330, help="no new run starts past this many seconds")
+    p.add_argument("--out", default=os.environ.get("OUT", "bench/results"))
+    p.add_argument("--dataset-dir", default=".gpu/dataset")
+    p.add_argument("--tokenizer", default=".gpu/tokenizer")
+    p.add_argument("--paths", default="unsloth,baseline")
+    p.add_argument("--no-isolate", action="store_true", help="baseline without the PYTHONPATH of links")
+    # worker arguments
+    p.add_argument("--worker", choices=["unsloth", "baseline"])
+    p.add_argument("--shape"), p.add_argument("--model"), p.add_argument("--data-file"), p.add_argument("--results")
+    p.add_argument("--batch", type=int), p.add_argument("--deadline", type=float)
+    args = p.parse_args()
+
+    if args.worker:
+        args.data = args.data.split(",")
+        datasets = json.loads(Path(args.data_file).read_text())
+        (run_unsloth if args.worker == "unsloth" else run_baseline)(args, datasets)
+        return 0
+
+    start = time.time()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_file = out / "results.jsonl"
+    results_file.unlink(missing_ok=True)
+    stats = {}
+    paths = args.paths.split(",")
+    for shape in args.shapes.split(","):
+        batch = BATCH[shape]
+        names = [n for n in args.data.split(",") if shape != "llama-3.1-8b" or n.startswith("long")]
+        datasets, _ = build_datasets(args.tokenizer, args.dataset_dir, batch * (args.warmup + args.steps),
+                                     long_only=all(n.startswith("long") for n in names))
+        for name in names:
+            stats[(shape, name)] = row_stats(datasets[name])
+            print(f"{shape} {name}: {stats[(shape, name)]}", flush=True)
+        data_file = f"/tmp/bench_data_{shape}.json"
+        Path(data_file).write_text(json.dumps({n: datasets[n] for n in names}))
+        model = f"/tmp/rand-{shape}"
+        if not (Path(model) / "config.json").exists():
+            t = time.time()
+            subprocess.run([sys.executable, str(ROOT / "bench/random_model.py"), "--shape", shape, "--tokenizer",
+                            args.tokenizer, "--out", model], check=True, cwd=ROOT)
+            print(f"random {shape} model made in {time.time() - t:.0f} s", flush=True)
+        left = start + args.budget_s - time.time()
+        for i, worker in enumerate(paths):
+            deadline = time.time() + left / len(paths) if i < len(paths) - 1 else start + args.budget_s
+            spawn(worker, shape, model, data_file, names, batch, args, deadline, str(results_file),
+                  str(out / f"{worker}_{shape}.log"))
+    results = [json.loads(line) for line in results_file.read_text().splitlines()] if results_file.exists() else []
+    text = table(results, stats)
+    (out / "table.md").write_text(text + "\n")
+    print(f"\nwarm-up {args.warmup} steps, timed {args.steps} steps; total {time.time() - start:.0f} s\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
