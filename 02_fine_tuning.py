@@ -7,6 +7,8 @@ import sys
 
 from common.config import apply_cli_overrides
 from common.dataset import load_dataset_dir
+from common.evaluation import evaluate_knowledge, summary_line, write_eval_report
+from common.knowledge import read_questions
 from common.models import load_tokenizer, resolve_model_path
 from common.report import write_training_report
 from common.training import (TrainSettings, check_dataset_tokenizer, check_output_space, check_tokenized,
@@ -35,6 +37,7 @@ LOGGING_STEPS = 1  # log the training loss every N steps
 EVAL_STEPS = 10  # loss on the test split every N steps (0: only at the end)
 SAVE_STEPS = 10  # write a checkpoint every N steps (0: none, so no resume)
 SAVE_TOTAL_LIMIT = 2  # checkpoints kept: the latest ones, plus the best by eval loss
+EVALUATE = True  # after training: base vs tuned on held-out loss, closed-book questions and general prompts
 RESUME = True  # continue from the last checkpoint in OUTPUT_DIR if there is one (--no-resume: start over)
 SEED = 42  # random seed
 DEVICE = "auto"  # auto (CUDA + Unsloth if there, else CPU), cuda or cpu
@@ -58,6 +61,9 @@ def main():
     adapter_dir = save_adapter(model, tokenizer, OUTPUT_DIR, settings, history)
     report = write_training_report(OUTPUT_DIR, settings, run_summary(train, test, history, device), history)
     print(f"Adapter saved to {adapter_dir}; report: {report}")
+    if EVALUATE:
+        results = evaluate_knowledge(model, tokenizer, test.rows, read_questions(DATASET_DIR), PROMPT_FORMAT)
+        print(f"{summary_line(results)}; report: {write_eval_report(OUTPUT_DIR, results)}")
     return 0
 
 

@@ -13,8 +13,11 @@ from common.export import (ExportError, check_gguf, convert_to_gguf, gguf_tools,
 from common.inference import (PromptsFileError, base_model_name, chat, compare_answers, compare_markdown,
                               generate, generate_batched, load_model_with_adapter, read_prompts, side_by_side,
                               write_jsonl)
+from common.dataset import load_dataset_dir
+from common.evaluation import evaluate_knowledge, summary_line, write_eval_report
+from common.knowledge import read_questions
 from common.models import ModelError
-from common.training import choose_device
+from common.training import choose_device, tokenize_rows
 
 ADAPTER_DIR = "outputs/run/adapter"  # the adapter folder written by 02_fine_tuning.py
 MODEL_NAME = None  # base model; None: the one the adapter was trained on
@@ -37,6 +40,8 @@ GGUF_TO = None  # write a GGUF file of the merged model here (needs llama.cpp: s
 GGUF_QUANT = "q8_0"  # GGUF precision: q8_0, q4_k_m or f16
 PUSH_TO_HUB = False  # upload the adapter (the merged model with --merge-to) to a private Hub repo
 HUB_MODEL_ID = None  # the Hub repo for --push-to-hub, e.g. you/papers-lora
+EVALUATE = False  # knowledge check instead of answering: base vs tuned on DATASET_DIR (eval.md next to the adapter)
+DATASET_DIR = "data/dataset"  # the dataset of step 01, for --evaluate (test split and closed-book questions)
 
 
 def export():
@@ -86,8 +91,26 @@ def answer():
         chat(model, tokenizer, **generation)
 
 
+def evaluate():
+    """--evaluate: held-out perplexity, closed-book recall and forgetting, base vs tuned."""
+    device = choose_device(DEVICE)
+    model, tokenizer, trained = load_model_with_adapter(ADAPTER_DIR, MODEL_NAME, device)
+    prompt_format = PROMPT_FORMAT or trained.get("PROMPT_FORMAT", "chat")
+    test = tokenize_rows(load_dataset_dir(DATASET_DIR)["test"], tokenizer, prompt_format,
+                         trained.get("MAX_SEQ_LENGTH", 1024))
+    results = evaluate_knowledge(model, tokenizer, test.rows, read_questions(DATASET_DIR), prompt_format)
+    print(f"{summary_line(results)}; report: {write_eval_report(Path(ADAPTER_DIR).resolve().parent, results)}")
+
+
 def main():
     apply_cli_overrides(globals())
+    if EVALUATE:
+        try:
+            evaluate()
+        except (ModelError, FileNotFoundError, ValueError) as error:
+            print(f"Error: {error}", file=sys.stderr)
+            return 1
+        return 0
     exporting = MERGE_TO or GGUF_TO or PUSH_TO_HUB
     try:
         if exporting:

@@ -28,6 +28,7 @@ def changed_materially(before, after, threshold=0.5):
 def evaluate_knowledge(model, tokenizer, test_rows, questions, prompt_format, max_new_tokens=32):
     """Scores of the base model (adapter disabled) and of the tuned model (a PeftModel)."""
     prompts = [q["question"] for q in questions]
+    model.eval()
     results = {}
     for name in ("base", "tuned"):
         if name == "base":
@@ -45,6 +46,19 @@ def evaluate_knowledge(model, tokenizer, test_rows, questions, prompt_format, ma
     results["forgetting"] = {"changed_share": sum(changed) / len(changed), "prompts": GENERAL_PROMPTS}
     results["questions"] = questions
     return results
+
+
+def knowledge_gained(results, min_loss_drop=0.05):
+    """True when the tuned model beats the base on both held-out loss and closed-book recall."""
+    base, tuned = results["base"], results["tuned"]
+    return tuned["test_loss"] < base["test_loss"] - min_loss_drop and tuned["closed_book"] > base["closed_book"]
+
+
+def summary_line(results):
+    base, tuned = results["base"], results["tuned"]
+    return (f"Knowledge check: held-out perplexity {base['test_perplexity']:.2f} (base) -> "
+            f"{tuned['test_perplexity']:.2f} (tuned); closed-book recall {base['closed_book']:.0%} -> "
+            f"{tuned['closed_book']:.0%}; general answers changed: {results['forgetting']['changed_share']:.0%}")
 
 
 def write_eval_report(output_dir, results):

@@ -106,6 +106,7 @@ def generate(model, tokenizer, prompts, prompt_format="chat", max_new_tokens=128
     torch.manual_seed(seed)
     prompts = [{"instruction": p, "input": ""} if isinstance(p, str) else p for p in prompts]
     texts = [format_prompt(tokenizer, prompt_format, p["instruction"], p.get("input", ""), history) for p in prompts]
+    tokenizer.padding_side = "left"  # a decoder-only model continues each row from its last real token
     batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     sample = temperature > 0
     with torch.no_grad():

@@ -1,0 +1,34 @@
+"""The knowledge check on a real adapter: it must tell a tune that learned from one that did not."""
+import pytest
+from peft import get_peft_model
+
+from common.evaluation import evaluate_knowledge, knowledge_gained, write_eval_report
+from common.inference import load_model_with_adapter
+from common.models import load_causal_lm
+from common.training import TrainSettings, lora_config, tokenize_rows
+from tests.test_inference import FACT, adapter_dir  # noqa: F401  (the module's trained adapter)
+
+QUESTIONS = [{"question": "From memory, fill in the blank (____):\nIlse Marrow founded Kesterhaven Intertidal "
+                          "Station in ____.", "answer": "1987", "source": "x.pdf", "page": 1}]
+
+
+def test_tuned_model_beats_the_base_and_the_report_shows_it(adapter_dir, tmp_path):  # noqa: F811
+    model, tokenizer, _ = load_model_with_adapter(adapter_dir)
+    rows = tokenize_rows([FACT], tokenizer, "chat", 256).rows
+    results = evaluate_knowledge(model, tokenizer, rows, QUESTIONS, "chat", max_new_tokens=24)
+    assert results["tuned"]["test_loss"] < results["base"]["test_loss"] - 0.5
+    assert results["tuned"]["closed_book"] == 1.0 and results["base"]["closed_book"] == 0.0
+    assert knowledge_gained(results)
+    report = write_eval_report(tmp_path, results).read_text()
+    assert "closed-book recall (1 questions) | 0.0% | 100.0%" in report
+    assert (tmp_path / "eval.png").exists() and (tmp_path / "eval.json").exists()
+
+
+def test_an_adapter_that_learned_nothing_is_caught(embedded_path, tokenizer):
+    # a fresh LoRA (B = 0) acts as "adapter not applied" / "all labels masked": tuned == base
+    model = get_peft_model(load_causal_lm(str(embedded_path)), lora_config(TrainSettings()))
+    rows = tokenize_rows([FACT], tokenizer, "chat", 256).rows
+    results = evaluate_knowledge(model, tokenizer, rows, QUESTIONS, "chat", max_new_tokens=24)
+    assert results["tuned"]["test_loss"] == pytest.approx(results["base"]["test_loss"])
+    assert not knowledge_gained(results)
+    assert results["forgetting"]["changed_share"] == 0.0
