@@ -25,23 +25,21 @@ def changed_materially(before, after, threshold=0.5):
     return difflib.SequenceMatcher(None, before, after).ratio() < threshold
 
 
+def _score(model, tokenizer, test_rows, prompts, questions, prompt_format, max_new_tokens):
+    loss = mean_loss(model, test_rows, tokenizer.pad_token_id) if test_rows else float("nan")
+    answers = _answers(model, tokenizer, prompts, prompt_format, max_new_tokens)
+    return {"test_loss": loss, "test_perplexity": math.exp(loss) if loss == loss else float("nan"),
+            "closed_book": recall_score(answers, questions), "answers": answers,
+            "general": _answers(model, tokenizer, GENERAL_PROMPTS, prompt_format, 48)}
+
+
 def evaluate_knowledge(model, tokenizer, test_rows, questions, prompt_format, max_new_tokens=32):
     """Scores of the base model (adapter disabled) and of the tuned model (a PeftModel)."""
-    prompts = [q["question"] for q in questions]
+    args = (tokenizer, test_rows, [q["question"] for q in questions], questions, prompt_format, max_new_tokens)
     model.eval()
-    results = {}
-    for name in ("base", "tuned"):
-        if name == "base":
-            with model.disable_adapter():
-                loss = mean_loss(model, test_rows, tokenizer.pad_token_id) if test_rows else float("nan")
-                answers = _answers(model, tokenizer, prompts, prompt_format, max_new_tokens)
-                general = _answers(model, tokenizer, GENERAL_PROMPTS, prompt_format, 48)
-        else:
-            loss = mean_loss(model, test_rows, tokenizer.pad_token_id) if test_rows else float("nan")
-            answers = _answers(model, tokenizer, prompts, prompt_format, max_new_tokens)
-            general = _answers(model, tokenizer, GENERAL_PROMPTS, prompt_format, 48)
-        results[name] = {"test_loss": loss, "test_perplexity": math.exp(loss) if loss == loss else float("nan"),
-                         "closed_book": recall_score(answers, questions), "answers": answers, "general": general}
+    with model.disable_adapter():
+        results = {"base": _score(model, *args)}
+    results["tuned"] = _score(model, *args)
     changed = [changed_materially(b, t) for b, t in zip(results["base"]["general"], results["tuned"]["general"])]
     results["forgetting"] = {"changed_share": sum(changed) / len(changed), "prompts": GENERAL_PROMPTS}
     results["questions"] = questions
