@@ -6,7 +6,6 @@ block or an equation is never split; only a paragraph longer than the budget is 
 import re
 from dataclasses import dataclass, field
 
-from .pdf import PAGE_MARK
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.*\S)\s*$")
 _PAGE = re.compile(r"^<!-- page (\d+) -->$")
@@ -188,6 +187,3 @@ def _make_chunk(title, section, section_index, units):
     return Chunk(title=title, section=section, page=units[0][0], section_index=section_index,
                  text="\n\n".join(u for _, u, _ in units), blocks=[u for _, u, _ in units])
 
-
-def strip_page_marks(markdown):
-    return re.sub(r"\n*" + re.escape(PAGE_MARK).replace(r"\{\}", r"\d+") + r"\n*", "\n\n", markdown)

@@ -175,11 +175,6 @@ def load_dataset_dir(dataset_dir):
     return dataset
 
 
-def read_meta(dataset_dir):
-    path = Path(dataset_dir) / META_NAME
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
 def push_dataset(dataset_dir, repo_id, token, private=True):
     """Push the saved DatasetDict and its card. Returns None, or an error message (the local copy stays)."""
     if not repo_id:

@@ -54,7 +54,6 @@ def load_model_with_adapter(adapter_dir, model_name=None, device="cpu"):
     base_name = base_model_name(adapter_dir, model_name, settings)
     base_path = resolve_model_path(base_name)
     tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
-    tokenizer.padding_side = "left"
     if device == "cuda":
         # The base named by `model_name` or the training settings (not the adapter's recorded path, which Unsloth
         # would use and may remap to a Hub repo), as trained (4-bit or 16-bit), then the adapter with plain PEFT.
