@@ -7,13 +7,13 @@ import sys
 
 from common.config import apply_cli_overrides
 from common.dataset import load_dataset_dir
-from common.evaluation import evaluate_knowledge, summary_line, write_eval_report
-from common.knowledge import read_questions
-from common.models import load_tokenizer, resolve_model_path
+from common.distributed import LaunchError, check_launch, is_main_process, main_process_first, quiet_unless_main, world_size
+from common.evaluation import knowledge_check
+from common.models import ModelError, load_tokenizer, resolve_model_path
 from common.report import write_training_report
 from common.training import (TrainSettings, check_dataset_tokenizer, check_output_space, check_tokenized,
                              choose_device, load_model_for_training, resume_checkpoint, run_summary, save_adapter,
-                             tokenize_rows, train_model)
+                             tokenize_cached, train_model)
 
 DATASET_DIR = "data/dataset"  # the dataset saved by 01_create_dataset.py
 OUTPUT_DIR = "outputs/run"  # where the adapter, checkpoints and report go
@@ -29,9 +29,9 @@ TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"
 USE_RSLORA = False  # rank-stabilised LoRA scaling
 LEARNING_RATE = 1e-3  # peak learning rate
 WARMUP_STEPS = 3  # linear warm-up steps
-BATCH_SIZE = 8  # rows per device per step
+BATCH_SIZE = 4  # rows per device per step
 GRADIENT_ACCUMULATION_STEPS = 1  # batches per optimizer step
-NUM_EPOCHS = 6.0  # passes over the train split (ignored when MAX_STEPS > 0)
+NUM_EPOCHS = 5.0  # passes over the train split (ignored when MAX_STEPS > 0)
 MAX_STEPS = -1  # stop after this many optimizer steps (-1: use NUM_EPOCHS)
 LOGGING_STEPS = 1  # log the training loss every N steps
 EVAL_STEPS = 10  # loss on the test split every N steps (0: only at the end)
@@ -45,27 +45,34 @@ DEVICE = "auto"  # auto (CUDA + Unsloth if there, else CPU), cuda or cpu
 
 def main():
     settings = apply_cli_overrides(globals())
+    quiet_unless_main()  # under torchrun / accelerate launch, only the main process prints and writes
     device = choose_device(DEVICE)  # first: Unsloth must be imported before transformers to patch it
+    check_launch(device)
     train_settings = TrainSettings.from_constants(settings)
     dataset = load_dataset_dir(DATASET_DIR)
     model_path = resolve_model_path(MODEL_NAME)
     tokenizer = load_tokenizer(model_path)
     check_dataset_tokenizer(DATASET_DIR, tokenizer)
-    train = tokenize_rows(dataset["train"], tokenizer, PROMPT_FORMAT, MAX_SEQ_LENGTH, TRAIN_ON_RESPONSES_ONLY)
-    test = tokenize_rows(dataset["test"], tokenizer, PROMPT_FORMAT, MAX_SEQ_LENGTH, TRAIN_ON_RESPONSES_ONLY)
+    with main_process_first():  # tokenized once, by the main process; the others read its cache
+        train, test = (tokenize_cached(dataset[split], tokenizer, PROMPT_FORMAT, MAX_SEQ_LENGTH,
+                                       TRAIN_ON_RESPONSES_ONLY, f"{OUTPUT_DIR}/tokenized/{split}.json")
+                       for split in ("train", "test"))
     check_tokenized(train, tokenizer)
     check_output_space(OUTPUT_DIR, model_path, train_settings)
     resume_from = resume_checkpoint(OUTPUT_DIR, RESUME)
     model = load_model_for_training(model_path, train_settings, device, LOAD_IN_4BIT)
     history = train_model(model, tokenizer, train.rows, train_settings, device, OUTPUT_DIR, test.rows, resume_from)
     adapter_dir = save_adapter(model, tokenizer, OUTPUT_DIR, settings, history)
-    report = write_training_report(OUTPUT_DIR, settings, run_summary(train, test, history, device), history)
+    summary = run_summary(train, test, history, device, train_settings, world_size())
+    report = write_training_report(OUTPUT_DIR, settings, summary, history)
     print(f"Adapter saved to {adapter_dir}; report: {report}")
-    if EVALUATE:
-        results = evaluate_knowledge(model, tokenizer, test.rows, read_questions(DATASET_DIR), PROMPT_FORMAT)
-        print(f"{summary_line(results)}; report: {write_eval_report(OUTPUT_DIR, results)}")
+    if EVALUATE and is_main_process():
+        knowledge_check(model, tokenizer, test.rows, DATASET_DIR, PROMPT_FORMAT, OUTPUT_DIR)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (ModelError, LaunchError, ValueError, OSError) as error:  # each says what to do
+        sys.exit(f"Error: {error}")

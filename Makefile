@@ -1,11 +1,12 @@
 # `make demo`: set up everything, then run the three steps on the bundled sample paper.
 # `make test`: set up everything, then run the tests.
+# `make llama-cpp`: llama.cpp's GGUF converter (Python only), unpacked once into .cache/llama.cpp for the export test.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup bench clean
+.PHONY: demo test setup llama-cpp bench clean
 
 setup: $(STAMP)
 
@@ -19,12 +20,31 @@ $(STAMP): requirements.txt requirements-gpu.txt
 	$(BIN)/python -c "from common.models import prepare_embedded_model; prepare_embedded_model()"
 	touch $(STAMP)
 
+# llama.cpp's convert_hf_to_gguf.py (+ its conversion/ and gguf-py/ folders), taken from the llama.cpp that the
+# llama-cpp-python sdist on PyPI vendors: pip can fetch it where git and GitHub can't be reached. Nothing is compiled,
+# so q4_k_m (which needs the llama-quantize binary) still needs a llama.cpp build of your own.
+LLAMA_CPP_PYTHON := 0.3.36
+LLAMA_CPP := .cache/llama.cpp
+LLAMA_CPP_STAMP := $(LLAMA_CPP)/.from-llama-cpp-python-$(LLAMA_CPP_PYTHON)
+LLAMA_CPP_FILES := LICENSE convert_hf_to_gguf.py conversion gguf-py models/templates requirements
+
+llama-cpp: $(LLAMA_CPP_STAMP)
+
+$(LLAMA_CPP_STAMP): | $(STAMP)
+	rm -rf $(LLAMA_CPP) $(LLAMA_CPP).download
+	$(BIN)/pip download -q --no-deps --no-binary :all: -d $(LLAMA_CPP).download llama-cpp-python==$(LLAMA_CPP_PYTHON)
+	mkdir -p $(LLAMA_CPP)
+	tar -xzf $(LLAMA_CPP).download/*.tar.gz -C $(LLAMA_CPP) --strip-components=3 \
+		$(addprefix llama_cpp_python-$(LLAMA_CPP_PYTHON)/vendor/llama.cpp/,$(LLAMA_CPP_FILES))
+	rm -rf $(LLAMA_CPP).download
+	touch $@
+
 demo: setup
 	$(BIN)/python 01_create_dataset.py
 	$(BIN)/python 02_fine_tuning.py
 	$(BIN)/python 03_using_the_model.py --prompt "What is the Velmora tidal-lichen?"
 
-test: setup
+test: setup llama-cpp
 	$(BIN)/python -m pytest -q tests
 
 bench: setup

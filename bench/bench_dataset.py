@@ -1,11 +1,17 @@
-"""Speed of step 01 on 2 CPU cores: PDF -> markdown, markdown -> records, and a re-run on an unchanged folder.
+"""Speed of step 01 on 2 CPU cores: PDF -> markdown, markdown -> records, a re-run on an unchanged
+folder, and near-duplicate removal on many records.
 
-    python bench/bench_dataset.py
+    python bench/bench_dataset.py                      # the bundled sample and layout fixtures
+    python bench/bench_dataset.py --pdf-dir ~/papers   # your own folder of real papers, each once
+    python bench/bench_dataset.py --no-convert --dedupe-records 20000
 
-Uses the sample paper and the layout fixtures of tests/fixtures/, copied into a temporary folder, and
-the embedded model's tokenizer. Prints a markdown table with the targets; exits 1 if one is missed.
+Uses the sample paper and the layout fixtures of tests/fixtures/ (copied round-robin into a temporary
+folder) or the PDFs of --pdf-dir, and the embedded model's tokenizer. Prints a markdown table with the
+targets; exits 1 if one is missed.
 """
+import argparse
 import os
+import random
 import shutil
 import sys
 import tempfile
@@ -17,7 +23,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 from common.config import ROOT  # noqa: E402
 from common.convert import convert_folder  # noqa: E402
-from common.dataset import records_from_markdown  # noqa: E402
+from common.dataset import _shingles, deduplicate, records_from_markdown  # noqa: E402
 from common.models import load_tokenizer, resolve_model_path  # noqa: E402
 
 CORES = 2  # CPU cores the benchmark may use
@@ -37,14 +43,57 @@ def page_count(path):
     return n
 
 
-def copy_pdfs(folder, n):
+def copy_pdfs(folder, n, sources=SOURCES):
     folder.mkdir(parents=True)
     pages = 0
     for i in range(n):
-        source = SOURCES[i % len(SOURCES)]
+        source = sources[i % len(sources)]
         shutil.copyfile(source, folder / f"{i:03d}-{source.name}")
         pages += page_count(source)
     return pages
+
+
+def synthetic_records(n, seed=0):
+    """`n` Alpaca rows like step 01's (about 180 words of output each, from a Zipf-like vocabulary),
+    of which about 5% repeat an earlier row exactly and 10% repeat one with a word or two changed."""
+    rng = random.Random(seed)
+    vocabulary = [f"w{i}" for i in range(20000)]
+    weights = [1 / (i + 1) for i in range(len(vocabulary))]
+    rows = []
+    for i in range(n):
+        draw = rng.random()
+        if rows and draw < 0.05:
+            rows.append(dict(rng.choice(rows)))
+        elif rows and draw < 0.15:
+            source = rng.choice(rows)
+            words = source["output"].split()
+            for _ in range(rng.randint(1, 2)):
+                words[rng.randrange(len(words))] = rng.choice(vocabulary)
+            rows.append({"instruction": source["instruction"], "input": "", "output": " ".join(words)})
+        else:
+            words = rng.choices(vocabulary, weights, k=rng.randint(120, 240))
+            rows.append({"instruction": f"Summarise the section 'S{i % 400}' of the paper 'P{i % 37}'.",
+                         "input": "", "output": " ".join(words)})
+    return rows
+
+
+def deduplicate_pairwise(records, threshold=0.9):
+    """The former deduplicate(): every record against every kept one (the reference for the results)."""
+    import hashlib
+    from common.dataset import _normalise
+    kept, seen, kept_shingles = [], set(), []
+    for record in records:
+        key = hashlib.sha1(_normalise(record["instruction"] + "\x00" + record["input"] + "\x00" +
+                                      record["output"]).encode()).hexdigest()
+        if key in seen:
+            continue
+        shingles = _shingles(record["instruction"] + " " + record["output"])
+        if any(len(shingles & other) / max(1, len(shingles | other)) >= threshold for other in kept_shingles):
+            continue
+        seen.add(key)
+        kept_shingles.append(shingles)
+        kept.append(record)
+    return kept
 
 
 def timed(function, *args, repeat=1, **kwargs):
@@ -57,35 +106,63 @@ def timed(function, *args, repeat=1, **kwargs):
     return result, best
 
 
-def main():
-    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > CORES:
-        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:CORES])
-    tokenizer = load_tokenizer(resolve_model_path(MODEL_NAME))
-    rows = []
+def bench_conversion(tokenizer, rows, pdf_dir, repeat):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        pages = copy_pdfs(tmp / "pdf", COPIES)
+        if pdf_dir:
+            sources = sorted(p for p in Path(pdf_dir).iterdir() if p.suffix.lower() == ".pdf")
+            n, label = len(sources), f"text-layer converter, {len(sources)} PDFs of {pdf_dir}"
+        else:
+            sources, n, label = SOURCES, COPIES, f"text-layer converter, {COPIES} PDFs"
+        pages = copy_pdfs(tmp / "pdf", n, sources)
         results, seconds = timed(convert_folder, tmp / "pdf", tmp / "md", "text", force=True, workers=CORES,
-                                 repeat=REPEAT)
-        assert all(r.status == "converted" for r in results)
-        rows.append((f"text-layer converter, {COPIES} PDFs ({pages} pages)", f"{pages / seconds:.1f} pages/s",
-                     ">= 10 pages/s", pages / seconds >= 10))
+                                 repeat=repeat)
+        assert all(r.status == "converted" for r in results), [r for r in results if r.status != "converted"]
+        rows.append((f"{label} ({pages} pages)", f"{pages / seconds:.1f} pages/s", ">= 10 pages/s",
+                     pages / seconds >= 10))
 
         records_from_markdown(results[:1], tokenizer, 256, 32)  # warm the tokenizer up
-        records, seconds = timed(records_from_markdown, results, tokenizer, 256, 32, repeat=REPEAT)
+        records, seconds = timed(records_from_markdown, results, tokenizer, 256, 32, repeat=repeat)
         rows.append((f"markdown -> records, {pages} pages ({len(records)} records)",
                      f"{pages / seconds:.0f} pages/s", ">= 500 pages/s", pages / seconds >= 500))
 
         copy_pdfs(tmp / "pdf100", RERUN_COPIES)
         convert_folder(tmp / "pdf100", tmp / "md100", "text", workers=CORES)
         results, seconds = timed(convert_folder, tmp / "pdf100", tmp / "md100", "text", workers=CORES,
-                                 repeat=REPEAT)
+                                 repeat=repeat)
         assert all(r.status == "cached" for r in results)
         rows.append((f"re-run on an unchanged folder of {RERUN_COPIES} PDFs", f"{seconds:.2f} s", "< 5 s",
                      seconds < 5))
+
+
+def bench_dedupe(rows, n, repeat):
+    records = synthetic_records(n)
+    kept, seconds = timed(deduplicate, records, repeat=repeat)
+    rows.append((f"deduplicate, {n} records ({n - len(kept)} dropped)", f"{seconds:.2f} s", "< 10 s", seconds < 10))
+    sample = records[:2000]
+    reference, pairwise_seconds = timed(deduplicate_pairwise, sample)
+    fast, fast_seconds = timed(deduplicate, sample)
+    rows.append((f"same records kept as comparing every pair, 2000 records ({pairwise_seconds:.1f} s pairwise, "
+                 f"{fast_seconds:.2f} s indexed)", "yes" if fast == reference else "NO", "yes", fast == reference))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pdf-dir", help="convert the PDFs of this folder (each once) instead of the bundled ones")
+    parser.add_argument("--no-convert", action="store_true", help="only the deduplication benchmark")
+    parser.add_argument("--dedupe-records", type=int, default=20000, help="records for the deduplication benchmark")
+    parser.add_argument("--repeat", type=int, default=REPEAT, help="each figure is the fastest of this many runs")
+    args = parser.parse_args(argv)
+    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > CORES:
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:CORES])
+    rows = []
+    if not args.no_convert:
+        bench_conversion(load_tokenizer(resolve_model_path(MODEL_NAME)), rows, args.pdf_dir, args.repeat)
+    if args.dedupe_records:
+        bench_dedupe(rows, args.dedupe_records, args.repeat)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"\nStep 01 speed on {cores} CPU cores (fastest of {REPEAT}; load average {load})\n")
+    print(f"\nStep 01 speed on {cores} CPU cores (fastest of {args.repeat}; load average {load})\n")
     print("| measure | figure | target | met |\n|---|---|---|---|")
     for name, figure, target, met in rows:
         print(f"| {name} | {figure} | {target} | {'yes' if met else 'NO'} |")

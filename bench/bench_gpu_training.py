@@ -4,7 +4,13 @@
 
 Same random-init model (bench/random_model.py shapes), same rows, batch and sequence length on both sides:
 - unsloth: common.training_gpu.load_unsloth_model + train_unsloth (QLoRA r16 on all linear layers, gradient
-  checkpointing "unsloth", padding-free, adamw_8bit, bf16). "unsloth-padded" is the same with padding_free=False.
+  checkpointing "unsloth", adamw_8bit, bf16) with its defaults: batching="grouped" (padded batches of rows of
+  similar length), pad_to_multiple_of=64. The other batchings (--variants): "unsloth-grouped-exact" (grouped,
+  padded to the batch's longest row only), "unsloth-padded" (padded batches in random order, to a multiple of 64),
+  "unsloth-padding-free" (TRL padding_free: one flattened row per batch; the default before 2026-11-23). Padded
+  variants other than grouped run the -var datasets only (on equal rows they batch the same). Before the timed
+  runs, one untimed run (--compile-steps, the first variant on the first dataset) pays Unsloth's one-time block
+  compile and the recompiles for new batch shapes, so that no timed run carries them.
 - baseline: what one would otherwise write: AutoModelForCausalLM + BitsAndBytesConfig NF4 (bf16 compute, double
   quant), attn_implementation="sdpa", peft prepare_model_for_kbit_training + LoraConfig r16 on all linear layers,
   TRL SFTTrainer defaults with gradient_checkpointing=True, padded batches.
@@ -13,7 +19,8 @@ the wheels' unsloth / unsloth_zoo / torchao (this PEFT refuses torchao 0.14.1), 
 
 Data: the sample paper's train rows (.gpu/dataset) tokenized by common.training.tokenize_rows in the chat format
 ("short": replicated), longer rows of 128..2000 tokens made by joining rows' texts ("long"), and for each the same
-tokens cut into rows of one length ("-eq" instead of "-var"). tokens/s counts real (non-padding) tokens after the
+tokens cut into rows of one length ("-eq" instead of "-var"); "seq2048": rows of exactly 2048 tokens (for MFU at
+the usual sequence length). tokens/s counts real (non-padding) tokens after the
 warm-up steps; peak is torch.cuda.max_memory_allocated over a run; MFU = (6 x matmul params x tokens/s + causal
 attention FLOPs, 6 x layers x hidden x row length per token) / 989e12 (H100 SXM dense bf16).
 """
@@ -48,22 +55,30 @@ def build_datasets(tokenizer_dir, dataset_dir, n_rows, seed=0, long_only=False):
         short = tokenize_rows(records, tokenizer, "chat", 2048).rows
         out["short-var"] = [short[i % len(short)] for i in range(n_rows)]
     rng = random.Random(seed)
-    long_records, k = [], 0
+    out["long-var"] = tokenize_rows(joined_records(records, tokenizer, n_rows, lambda: rng.randint(128, 2000)),
+                                    tokenizer, "chat", 2048).rows
+    for name in list(out):
+        out[name.replace("-var", "-eq")] = equal_rows(out[name])
+    # rows longer than 2048 tokens, cut at 2048 by tokenize_rows: all exactly 2048 long
+    out["seq2048"] = tokenize_rows(joined_records(records, tokenizer, n_rows, lambda: 2100), tokenizer, "chat",
+                                   2048).rows
+    return out, tokenizer
+
+
+def joined_records(records, tokenizer, n_rows, target_len):
+    """n_rows Alpaca records whose outputs join the paper's rows' outputs up to target_len() tokens."""
+    out, k = [], 0
     for _ in range(n_rows):
-        target, parts, n_tokens = rng.randint(128, 2000), [], 0
+        target, parts, n_tokens = target_len(), [], 0
         first = records[k % len(records)]
         while n_tokens < target:
             text = records[k % len(records)]["output"]
             k += 1
             parts.append(text)
             n_tokens += len(tokenizer(text, add_special_tokens=False)["input_ids"])
-        output = "\n\n".join(parts)
-        ids = tokenizer(output, add_special_tokens=False)["input_ids"][:target]
-        long_records.append({"instruction": first["instruction"], "input": "", "output": tokenizer.decode(ids)})
-    out["long-var"] = tokenize_rows(long_records, tokenizer, "chat", 2048).rows
-    for name in list(out):
-        out[name.replace("-var", "-eq")] = equal_rows(out[name])
-    return out, tokenizer
+        ids = tokenizer("\n\n".join(parts), add_special_tokens=False)["input_ids"][:target]
+        out.append({"instruction": first["instruction"], "input": "", "output": tokenizer.decode(ids)})
+    return out
 
 
 def equal_rows(rows):
@@ -117,18 +132,35 @@ def run_unsloth(args, datasets):
     t = time.time()
     model, tokenizer = load_unsloth_model(args.model, s, load_in_4bit=True)
     print(f"[unsloth] model loaded in {time.time() - t:.0f} s", flush=True)
-    plan = [(name, "unsloth", True) for name in args.data] + [(name, "unsloth-padded", False)
-                                                               for name in args.data if name.endswith("-var")]
-    for name, path, padding_free in plan:
+    # padding-free last: it switches on packed-attention patches that could stay on for later padded runs
+    plan = [(name, variant) for variant in sorted(args.variants, key=lambda v: v == "padding_free")
+            for name in args.data if variant in ("grouped", "padding_free") or name.endswith("-var")]
+    options = {"grouped": {}, "grouped-exact": {"batching": "grouped", "pad_to_multiple_of": None},
+               "padded": {"batching": "padded"}, "padding_free": {"batching": "padding_free"}}
+    if plan and args.compile_steps > 0:
+        name, variant = plan[0]
+        t = time.time()
+        warm = TrainSettings(**{**s.__dict__, "max_steps": args.compile_steps})
+        train_unsloth(model, tokenizer, datasets[name], warm, "/tmp/bench_unsloth_compile", **options[variant])
+        print(f"[unsloth] compile run ({variant} {name}, {args.compile_steps} steps, untimed): "
+              f"{time.time() - t:.0f} s", flush=True)
+    for name, variant in plan:
+        path = "unsloth" if variant == "grouped" else f"unsloth-{variant.replace('_', '-')}"
         if time.time() > args.deadline:
             print(f"[unsloth] {path} {name}: skipped (out of time)", flush=True)
             continue
         timer = Timer()
         torch.cuda.empty_cache()
         t = time.time()
-        history = train_unsloth(model, tokenizer, datasets[name], s, f"/tmp/bench_unsloth_{name}",
-                                on_log=lambda e: "loss" in e and timer.mark(e["step"], e["tokens"]),
-                                padding_free=padding_free)
+        try:
+            history = train_unsloth(model, tokenizer, datasets[name], s, f"/tmp/bench_unsloth_{name}",
+                                    on_log=lambda e: "loss" in e and timer.mark(e["step"], e["tokens"]),
+                                    **options[variant])
+        except Exception as error:  # one failing variant leaves the others their runs
+            import traceback
+            traceback.print_exc()
+            print(f"[unsloth] {path} {name}: failed ({type(error).__name__}: {str(error)[:300]})", flush=True)
+            continue
         rate, steps, per_step = timer.rate(args.warmup)
         peak = [h["peak_gpu_memory_gib"] for h in history if "peak_gpu_memory_gib" in h][-1]
         emit(args, path, name, rate, steps, per_step, peak, time.time() - t)
@@ -218,7 +250,8 @@ def spawn(worker, shape, model, data_file, names, batch, args, deadline, results
         env["PYTHONPATH"] = baseline_pythonpath()
     cmd = [sys.executable, __file__, "--worker", worker, "--shape", shape, "--model", model, "--data-file",
            data_file, "--data", ",".join(names), "--batch", str(batch), "--warmup", str(args.warmup),
-           "--steps", str(args.steps), "--deadline", str(deadline), "--results", results]
+           "--steps", str(args.steps), "--deadline", str(deadline), "--results", results,
+           "--variants", ",".join(args.variants), "--compile-steps", str(args.compile_steps)]
     print(f"--- {worker} {shape}: {' '.join(names)}", flush=True)
     with open(log, "w") as f:
         try:
@@ -234,34 +267,50 @@ def spawn(worker, shape, model, data_file, names, batch, args, deadline, results
 
 
 def table(results, stats):
-    base = {(r["shape"], r["data"]): r["tokens_per_s"] for r in results if r["path"] == "baseline"}
-    lines = ["| shape | path | data | rows x mean len (min-max) | tokens/s | peak GiB | MFU | vs baseline |",
-             "|---|---|---|---|---|---|---|---|"]
+    """One row per run; vs baseline: tokens/s and peak memory against the baseline on the same shape and data;
+    var/eq: a -var run's tokens/s against the same path's run on the -eq rows (the same tokens, equal rows)."""
+    base = {(r["shape"], r["data"]): r for r in results if r["path"] == "baseline"}
+    rate = {(r["shape"], r["path"], r["data"]): r["tokens_per_s"] for r in results}
+    rate.update({(r["shape"], "unsloth-padded", r["data"]): r["tokens_per_s"] for r in results  # same batches
+                 if r["path"] == "unsloth" and r["data"].endswith("-eq")})
+    rate.update({(r["shape"], "unsloth-grouped-exact", r["data"]): r["tokens_per_s"] for r in results
+                 if r["path"] == "unsloth" and r["data"].endswith("-eq")})
+    lines = ["| shape | path | data | rows x mean len (min-max) | tokens/s | peak GiB | MFU | vs baseline "
+             "| peak vs baseline | var/eq |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         st = stats[(r["shape"], r["data"])]
         n, layers, d = matmul_params(r["shape"])
         flops_per_token = 6 * n + 6 * layers * d * st["sq_over_len"]
         mfu = r["tokens_per_s"] * flops_per_token / PEAK_FLOPS
         b = base.get((r["shape"], r["data"]))
-        ratio = f"{r['tokens_per_s'] / b:.2f}x" if b else "-"
+        ratio = f"{r['tokens_per_s'] / b['tokens_per_s']:.2f}x" if b else "-"
+        memory = f"{r['peak_gib'] / b['peak_gib']:.2f}x" if b else "-"
+        eq = rate.get((r["shape"], r["path"], r["data"].replace("-var", "-eq"))) if r["data"].endswith("-var") else None
+        var_eq = f"{r['tokens_per_s'] / eq:.2f}" if eq else "-"
         lines.append(f"| {r['shape']} | {r['path']} | {r['data']} | {st['rows']} x {st['mean_len']:.0f} "
                      f"({st['min_len']}-{st['max_len']}) | {r['tokens_per_s']:,.0f} | {r['peak_gib']:.2f} | "
-                     f"{100 * mfu:.1f}% | {ratio} |")
+                     f"{100 * mfu:.1f}% | {ratio} | {memory} | {var_eq} |")
     return "\n".join(lines)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", default="smollm2-1.7b", help="comma-separated bench/random_model.py shapes")
-    p.add_argument("--data", default="long-var,long-eq,short-var,short-eq",
-                   help="datasets, in run order (the 8B shape runs the long ones only)")
+    p.add_argument("--data", default="long-var,long-eq,seq2048,short-var,short-eq",
+                   help="datasets, in run order (the 8B shape runs long-* and seq2048 only)")
+    p.add_argument("--variants", default="grouped,grouped-exact,padded,padding_free",
+                   help="unsloth batchings, see above; padding_free always runs last")
+    p.add_argument("--compile-steps", type=int, default=10, help="steps of the untimed first unsloth run (0: none)")
+    p.add_argument("--baseline-share", type=float, default=0.35,
+                   help="share of the time left given to the baseline, which runs first")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--steps", type=int, default=15)
     p.add_argument("--budget-s", type=float, default=330, help="no new run starts past this many seconds")
     p.add_argument("--out", default=os.environ.get("OUT", "bench/results"))
     p.add_argument("--dataset-dir", default=".gpu/dataset")
     p.add_argument("--tokenizer", default=".gpu/tokenizer")
-    p.add_argument("--paths", default="unsloth,baseline")
+    p.add_argument("--paths", default="baseline,unsloth", help="in run order")
+    p.add_argument("--baseline-data", help="the baseline's datasets (default: --data)")
     p.add_argument("--no-isolate", action="store_true", help="baseline without the PYTHONPATH of links")
     # worker arguments
     p.add_argument("--worker", choices=["unsloth", "baseline"])
@@ -269,6 +318,7 @@ def main():
     p.add_argument("--batch", type=int), p.add_argument("--deadline", type=float)
     args = p.parse_args()
 
+    args.variants = args.variants.split(",")
     if args.worker:
         args.data = args.data.split(",")
         datasets = json.loads(Path(args.data_file).read_text())
@@ -284,9 +334,9 @@ def main():
     paths = args.paths.split(",")
     for shape in args.shapes.split(","):
         batch = BATCH[shape]
-        names = [n for n in args.data.split(",") if shape != "llama-3.1-8b" or n.startswith("long")]
+        names = [n for n in args.data.split(",") if shape != "llama-3.1-8b" or not n.startswith("short")]
         datasets, _ = build_datasets(args.tokenizer, args.dataset_dir, batch * (args.warmup + args.steps),
-                                     long_only=all(n.startswith("long") for n in names))
+                                     long_only=not any(n.startswith("short") for n in names))
         for name in names:
             stats[(shape, name)] = row_stats(datasets[name])
             print(f"{shape} {name}: {stats[(shape, name)]}", flush=True)
@@ -300,8 +350,11 @@ def main():
             print(f"random {shape} model made in {time.time() - t:.0f} s", flush=True)
         left = start + args.budget_s - time.time()
         for i, worker in enumerate(paths):
-            deadline = time.time() + left / len(paths) if i < len(paths) - 1 else start + args.budget_s
-            spawn(worker, shape, model, data_file, names, batch, args, deadline, str(results_file),
+            share = args.baseline_share if worker == "baseline" else 1 / len(paths)
+            deadline = time.time() + left * share if i < len(paths) - 1 else start + args.budget_s
+            run_names = [n for n in (args.baseline_data or args.data).split(",") if n in names] \
+                if worker == "baseline" else names
+            spawn(worker, shape, model, data_file, run_names, batch, args, deadline, str(results_file),
                   str(out / f"{worker}_{shape}.log"))
     results = [json.loads(line) for line in results_file.read_text().splitlines()] if results_file.exists() else []
     text = table(results, stats)

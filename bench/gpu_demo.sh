@@ -4,11 +4,12 @@
 # Run on the GPU machine from the project root, with .whl and .gpu (dataset + tokenizer) carried along:
 #   bash bench/gpu_demo.sh            (results under $OUT, or /tmp/gpu_demo_out)
 # EXTRA_BUDGET_S (default 330): the extra runs (16-bit LoRA, alpaca format) start only if less time has passed.
+# DEMO_STEPS (default 30): training steps of the main (QLoRA) run.
 source .whl/env.sh
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_demo_out}
 mkdir -p "$OUT"
-MODEL=/tmp/rand-1.7b
+MODEL=/tmp/rand-smollm2-1.7b  # the path the benches use: made once per machine
 status=0
 step() {  # step NAME COMMAND...: run, time and report it; a failure is recorded, the demo goes on
   local name=$1; shift
@@ -29,7 +30,7 @@ python -c "import torch, transformers, peft, trl, datasets, bitsandbytes as b; p
   --tokenizer .gpu/tokenizer --out $MODEL
 
 step train_qlora python 02_fine_tuning.py --dataset-dir .gpu/dataset --output-dir /tmp/run --model-name $MODEL \
-  --max-steps 30
+  --max-steps "${DEMO_STEPS:-30}"
 cp /tmp/run/report.md "$OUT/report.md" 2>/dev/null
 cp /tmp/run/loss.png "$OUT/loss.png" 2>/dev/null
 cp /tmp/run/history.json "$OUT/history.json" 2>/dev/null

@@ -1,7 +1,9 @@
 """Markdown -> clean sections -> chunks of at most CHUNK_TOKENS tokens, each with its paper and section.
 
-Blocks (paragraphs, tables, code blocks, display equations) are the unit of packing: a table, a code
-block or an equation is never split; only a paragraph longer than the budget is cut, at sentences.
+Blocks (paragraphs, tables, code blocks, display equations) are the unit of packing: a block that fits
+the budget is never split; a longer paragraph is cut at sentences. A table or code block stays whole up
+to twice the budget; a longer one is cut between rows (each piece keeps the header) or lines (each piece
+fenced), so a long program listing or data table does not become one oversized record.
 """
 import re
 from dataclasses import dataclass, field
@@ -11,6 +13,7 @@ _HEADING = re.compile(r"^(#{1,6})\s+(.*\S)\s*$")
 _PAGE = re.compile(r"^<!-- page (\d+) -->$")
 _REFERENCES = re.compile(r"^(\d+(\.\d+)*\.?\s*)?(references|bibliography|works cited|literature cited|"
                          r"references and notes)\s*$", re.I)
+_NUMBERED = re.compile(r"^(\d+(\.\d+)*|[A-Z](\.\d+)*|[IVX]+|appendix\s+[A-Z0-9]+)[.:]?\s+\S", re.I)
 _IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)")
 _ARTEFACTS = re.compile(r"^(arxiv:\S+.*|preprint\.?( under review\.?)?|\d{1,4})$", re.I)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
@@ -70,8 +73,8 @@ def clean_markdown(markdown):
             if _REFERENCES.match(text):
                 skip_level = level
                 continue
-            if skip_level is not None and level <= skip_level:
-                skip_level = None
+            if skip_level is not None and (level <= skip_level or _NUMBERED.match(text)):
+                skip_level = None  # the section after the references, or a numbered one (an appendix)
         if skip_level is not None and not _PAGE.match(block):
             continue
         if _ARTEFACTS.match(block.strip()):
@@ -123,6 +126,30 @@ def _split_long_paragraph(text, count, budget):
     return pieces + ([(" ".join(current), size)] if current else [])
 
 
+def _split_long_atomic(block, count, budget):
+    """[(piece, tokens)]: a table or code block longer than the budget cut between rows or lines, each
+    piece a whole table (the header repeated) or a whole fenced block; an equation stays whole."""
+    lines = block.strip().split("\n")
+    if lines[0].lstrip().startswith("|") and len(lines) > 3 and set(lines[1].replace("|", "").strip()) <= set("-: "):
+        head, body, close = lines[:2], lines[2:], []
+    elif lines[0].lstrip().startswith(("```", "~~~")) and len(lines) > 3:
+        head, body, close = lines[:1], lines[1:-1], lines[-1:]
+    else:
+        return [(block, count(block))]
+    fixed = count("\n".join(head + close))
+    pieces, current, size = [], [], fixed
+    for line in body:
+        n = count(line) + 1
+        if current and size + n > budget:
+            pieces.append(current)
+            current, size = [], fixed
+        current.append(line)
+        size += n
+    pieces.append(current)
+    texts = ["\n".join(head + piece + close) for piece in pieces]
+    return [(text, count(text)) for text in texts]
+
+
 def _memo(count_tokens):
     """count_tokens that measures each text once: overlaps measure the same sentences again."""
     sizes = {}
@@ -151,10 +178,14 @@ def chunk_markdown(markdown, count_tokens, chunk_tokens=384, chunk_overlap=32, f
         units = []
         for page, block in blocks:
             n = count(block)
-            if not _is_atomic(block) and n > chunk_tokens:
-                units += [(page, piece, size) for piece, size in _split_long_paragraph(block, count, chunk_tokens)]
-            else:
+            if n <= chunk_tokens:
                 units.append((page, block, n))
+            elif _is_atomic(block) and n <= 2 * chunk_tokens:
+                units.append((page, block, n))  # a table or code block a little over the budget stays whole
+            elif _is_atomic(block):
+                units += [(page, piece, size) for piece, size in _split_long_atomic(block, count, chunk_tokens)]
+            else:
+                units += [(page, piece, size) for piece, size in _split_long_paragraph(block, count, chunk_tokens)]
         current, size = [], 0
         for page, unit, n in units:
             if current and size + n > chunk_tokens:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .chunking import chunk_markdown
 from .config import redact
+from .knowledge import key_facts
 from .prompts import RECORD_TEMPLATES
 
 COLUMNS = ["instruction", "input", "output", "source", "title", "section", "page", "chunk_id", "template"]
@@ -41,7 +42,12 @@ def records_from_chunk(chunk, source):
         rows.append({"template": "section_summary", "input": "", "output": chunk.text,
                      "instruction": RECORD_TEMPLATES["section_summary"].format(**fields)})
     sentences = _sentences(chunk.text)
-    if len(sentences) >= 2 and "\n|" not in chunk.text and not chunk.text.startswith("|"):
+    prose = "\n|" not in chunk.text and not chunk.text.startswith("|")
+    facts = [s for s in sentences if key_facts(s)] if prose else []
+    if 0 < len(facts) < len(sentences):
+        rows.append({"template": "key_facts", "input": "", "output": " ".join(facts).strip(),
+                     "instruction": RECORD_TEMPLATES["key_facts"].format(**fields)})
+    if len(sentences) >= 2 and prose:
         half = len(sentences) // 2
         first, second = " ".join(sentences[:half]).strip(), " ".join(sentences[half:]).strip()
         rows.append({"template": "continuation", "input": first, "output": second,
@@ -83,18 +89,49 @@ def _shingles(text, n=5):
 
 
 def deduplicate(records, threshold=0.9):
-    """Drop exact duplicates (same instruction, input and output) and near-duplicate outputs."""
-    kept, seen, kept_shingles = [], set(), []
+    """Drop exact duplicates (same instruction, input and output) and near-duplicate outputs.
+
+    A record is dropped when the Jaccard similarity of its word 5-gram shingles (instruction and
+    output) with a record kept before it is at least `threshold`: the result of comparing every pair,
+    found without doing so. Shingles are hashed to 64-bit integers and sorted into one fixed order; two
+    sets with Jaccard >= t share a shingle among the first |S| - ceil(t|S|) + 1 of each (prefix
+    filtering), so only the kept records that share one of those, and have a compatible size, are
+    compared. Linear in the number of records for text that is mostly distinct.
+    """
+    import math
+    from array import array
+
+    def prefix_length(size):  # size - ceil(t * size) + 1, rounded so as never to be too short
+        return size - math.floor(threshold * size + 1e-9) + 1
+
+    def near_duplicate(shingles):
+        if threshold <= 0:
+            return bool(kept_shingles)  # every pair is similar enough
+        candidates = {i for token in shingles[:prefix_length(len(shingles))] for i in index.get(token, ())}
+        mine, size = set(shingles), len(shingles)
+        for i in candidates:
+            other = kept_shingles[i]
+            if len(other) < threshold * size * (1 - 1e-9) or size < threshold * len(other) * (1 - 1e-9):
+                continue  # sizes too far apart to reach the threshold
+            common = sum(1 for token in other if token in mine)
+            if common / max(1, size + len(other) - common) >= threshold:
+                return True
+        return False
+
+    kept, seen = [], set()
+    kept_shingles, index = [], {}  # sorted shingle hashes of each kept record; prefix hash -> kept ids
     for record in records:
         key = hashlib.sha1(_normalise(record["instruction"] + "\x00" + record["input"] + "\x00" +
                                       record["output"]).encode()).hexdigest()
         if key in seen:
             continue
-        shingles = _shingles(record["instruction"] + " " + record["output"])
-        if any(len(shingles & other) / max(1, len(shingles | other)) >= threshold for other in kept_shingles):
+        shingles = sorted({hash(s) for s in _shingles(record["instruction"] + " " + record["output"])})
+        if near_duplicate(shingles):
             continue
         seen.add(key)
-        kept_shingles.append(shingles)
+        for token in shingles[:prefix_length(len(shingles))]:
+            index.setdefault(token, []).append(len(kept_shingles))
+        kept_shingles.append(array("q", shingles))
         kept.append(record)
     return kept
 

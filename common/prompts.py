@@ -16,11 +16,13 @@ ALPACA_NO_INPUT = (
 PROMPT_FORMATS = ("alpaca", "chat")
 
 # Record templates of step 01: each turns a chunk of a paper into one Alpaca row whose output is the
-# paper's own text. {title}, {section} and {text} come from the chunk.
+# paper's own text. {title} and {section} come from the chunk. key_facts: the chunk's sentences that carry
+# a number or a name, so that the facts a reader asks about are seen once more than the prose around them.
 RECORD_TEMPLATES = {
     "section_summary": "What does the paper \"{title}\" say about {section}?",
     "continuation": "Continue this passage from the paper \"{title}\" (section: {section}).",
     "title_abstract": "Give the abstract of the paper \"{title}\".",
+    "key_facts": "Which figures and names does the paper \"{title}\" report about {section}?",
 }
 
 

@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 from .config import redact
+from .distributed import main_process_only
 
 
 def plot_loss(history, path):
@@ -27,6 +28,7 @@ def plot_loss(history, path):
     return path
 
 
+@main_process_only
 def write_training_report(output_dir, settings, facts, history):
     """`<output_dir>/report.md` with the settings, counts, speed and loss curve. Never holds HF_TOKEN."""
     output_dir = Path(output_dir)

@@ -14,6 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .checkpoints import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from .distributed import is_main_process, main_process_only, world_size
 from .prompts import format_example
 
 IGNORE_INDEX = -100
@@ -46,6 +47,28 @@ def tokenize_rows(records, tokenizer, prompt_format, max_seq_length, responses_o
             ids, labels = ids[:max_seq_length], labels[:max_seq_length]
         rows.append({"input_ids": ids, "labels": labels})
     return TokenizedData(rows, n_truncated, longest)
+
+
+def tokenize_cached(records, tokenizer, prompt_format, max_seq_length, responses_only, cache_file):
+    """tokenize_rows, once: under several processes the main one tokenizes (see distributed.main_process_first)
+    and keeps the rows in `cache_file`, and the others read them from there."""
+    import hashlib
+    texts = [[r["instruction"], r.get("input", ""), r["output"]] for r in records]
+    key = hashlib.sha256(json.dumps([texts, tokenizer.name_or_path, len(tokenizer), tokenizer.eos_token,
+                                     prompt_format, max_seq_length, responses_only]).encode()).hexdigest()
+    cache_file = Path(cache_file)
+    if cache_file.exists():
+        cached = json.loads(cache_file.read_text())
+        if cached["key"] == key:
+            return TokenizedData(cached["rows"], cached["n_truncated"], cached["longest"])
+    data = tokenize_rows(records, tokenizer, prompt_format, max_seq_length, responses_only)
+    if world_size() > 1 and is_main_process():
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"key": key, "rows": data.rows, "n_truncated": data.n_truncated,
+                                   "longest": data.longest}))
+        os.replace(tmp, cache_file)
+    return data
 
 
 def check_tokenized(data, tokenizer, n_sample=32):
@@ -223,6 +246,7 @@ def train_cpu(model, rows, pad_id, s, eval_rows=None, on_log=None, bf16=None, ou
     return history
 
 
+@main_process_only
 def save_adapter(model, tokenizer, output_dir, settings, history):
     """PEFT adapter + tokenizer + the exact settings used, loadable by plain PeftModel.from_pretrained."""
     adapter_dir = Path(output_dir) / "adapter"
@@ -286,7 +310,8 @@ def resume_checkpoint(output_dir, resume):
     latest = latest_checkpoint(output_dir)
     if latest and not resume:
         import shutil
-        shutil.rmtree(Path(output_dir) / "checkpoints")
+        if is_main_process():
+            shutil.rmtree(Path(output_dir) / "checkpoints", ignore_errors=True)
         print(f"Starting over: removed the old checkpoints in {output_dir} (--no-resume).")
         return None
     if latest:
@@ -330,8 +355,13 @@ def check_output_space(output_dir, model_path, s):
     return need
 
 
-def run_summary(train, test, history, device):
-    """The numbers a person wants from a run: counts, losses, tokens, speed, memory."""
+def effective_batch(s, processes=1):
+    """Rows per optimizer step: per-device batch x gradient accumulation x processes."""
+    return s.batch_size * s.gradient_accumulation_steps * processes
+
+
+def run_summary(train, test, history, device, s, processes=1):
+    """The numbers a person wants from a run: counts, batch, losses, tokens, speed, memory."""
     losses = [h["loss"] for h in history if "loss" in h]
     evals = [h["eval_loss"] for h in history if "eval_loss" in h]
     tokens = max([h.get("tokens", 0) for h in history] or [0])
@@ -339,6 +369,9 @@ def run_summary(train, test, history, device):
     facts = {"device": device, "train rows": len(train.rows), "test rows": len(test.rows),
              "rows cut at MAX_SEQ_LENGTH": train.n_truncated + test.n_truncated,
              "longest row (tokens)": max(train.longest, test.longest),
+             "effective batch (rows per step)": f"{effective_batch(s, processes)} = {s.batch_size} per device x "
+                                                f"{s.gradient_accumulation_steps} accumulated x {processes} process(es)",
+             "optimizer steps": max([h.get("step", 0) for h in history] or [0]),
              "first train loss": losses[0] if losses else None, "last train loss": losses[-1] if losses else None,
              "eval loss (test split)": evals[-1] if evals else None, "wall time (s)": wall}
     if tokens:

@@ -21,8 +21,10 @@ def unsloth_available():
 def load_unsloth_model(model_path, s, load_in_4bit=True, use_gradient_checkpointing="unsloth"):
     """Base model (4-bit QLoRA or 16-bit) with LoRA on all linear projections, via Unsloth."""
     from unsloth import FastLanguageModel
+    from .distributed import local_rank, world_size
+    placement = {"device_map": {"": local_rank()}} if world_size() > 1 else {}  # one GPU per process
     model, tokenizer = FastLanguageModel.from_pretrained(model_name=model_path, max_seq_length=s.max_seq_length,
-                                                         load_in_4bit=load_in_4bit, dtype=None)
+                                                         load_in_4bit=load_in_4bit, dtype=None, **placement)
     model = FastLanguageModel.get_peft_model(model, r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,
                                              target_modules=list(s.target_modules), bias="none",
                                              use_gradient_checkpointing=use_gradient_checkpointing,
@@ -30,15 +32,68 @@ def load_unsloth_model(model_path, s, load_in_4bit=True, use_gradient_checkpoint
     return model, tokenizer
 
 
-def train_unsloth(model, tokenizer, rows, s, output_dir, eval_rows=None, on_log=None, padding_free=True,
-                  resume_from=None):
-    """TRL SFTTrainer on pre-tokenized rows (input_ids + labels: the prompt is already masked)."""
+BATCHINGS = ("grouped", "padded", "padding_free")
+
+
+class LengthGroupedSampler:
+    """Row order for padded batches of similar length: shuffle, cut into windows of `window` batches, sort each
+    window by length, cut it into batches of `batch_size`, then shuffle the batches (the longest batch first, so
+    that a run that will not fit in memory stops at once). Few pad tokens, and no long-rows-first drift over an
+    epoch (transformers' own group_by_length sorts windows of 50 batches longest first, i.e. a whole small
+    dataset). `set_epoch` (called by the Trainer through accelerate) gives each epoch its own order, the same one
+    again when a run resumes."""
+
+    def __init__(self, lengths, batch_size, seed=0, window=64):
+        self.lengths, self.batch_size, self.seed, self.window, self.epoch = list(lengths), batch_size, seed, window, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        return len(self.lengths)
+
+    def __iter__(self):
+        import random
+        rng = random.Random(self.seed * 1000003 + self.epoch)
+        order = list(range(len(self.lengths)))
+        rng.shuffle(order)
+        size = self.batch_size * self.window
+        batches, tail = [], []
+        for start in range(0, len(order), size):
+            chunk = sorted(order[start:start + size], key=lambda i: -self.lengths[i])
+            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        if batches and len(batches[-1]) < self.batch_size:
+            tail = batches.pop()  # a short last batch stays last: the DataLoader cuts batches in this order
+        rng.shuffle(batches)
+        if batches:
+            longest = max(range(len(batches)), key=lambda b: self.lengths[batches[b][0]])
+            batches.insert(0, batches.pop(longest))
+        return iter([i for batch in batches + [tail] for i in batch])
+
+
+def train_unsloth(model, tokenizer, rows, s, output_dir, eval_rows=None, on_log=None, batching="grouped",
+                  resume_from=None, padding_free=None, pad_to_multiple_of=64):
+    """TRL SFTTrainer on pre-tokenized rows (input_ids + labels: the prompt is already masked).
+
+    batching: "grouped" (default): padded batches of rows of similar length (LengthGroupedSampler), which run
+    Unsloth's compiled decoder blocks and carry few pad tokens; "padded": padded batches in random order;
+    "padding_free": each batch flattened into one row (TRL padding_free), no pad tokens but, on this stack, no
+    compiled blocks and one attention call per distinct row length (see bench/README.md). `padding_free=True`
+    is the same as batching="padding_free" (`False`: "grouped"). pad_to_multiple_of: padded batches are padded
+    to a multiple of this many tokens (None: to their longest row); few distinct batch shapes keep the compiled
+    blocks from recompiling for new lengths."""
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    history, start, seen = [], time.time(), {"tokens": 0, "depth": 0}
+    if padding_free is not None:
+        batching = "padding_free" if padding_free else "grouped"
+    if batching not in BATCHINGS:
+        raise ValueError(f"batching must be one of {BATCHINGS}, not {batching!r}")
+    padding_free = batching == "padding_free"
+
+    history, start, seen = [], time.time(), {"tokens": 0, "depth": 0}  # tokens: a count on the GPU, read at logs
 
     def count_tokens(module, args, kwargs):
         """Non-padding tokens of each training forward: Unsloth's trainer logs no token count (TRL's num_tokens).
@@ -47,10 +102,10 @@ def train_unsloth(model, tokenizer, rows, s, output_dir, eval_rows=None, on_log=
         if seen["depth"] > 1 or not (module.training and torch.is_grad_enabled()):
             return
         mask, ids = kwargs.get("attention_mask"), kwargs.get("input_ids", args[0] if args else None)
-        if mask is not None:
-            seen["tokens"] += int(mask.sum())
-        elif ids is not None:  # padding-free: one flattened row, padded only to pad_to_multiple_of if set
-            seen["tokens"] += int((ids != tokenizer.pad_token_id).sum())
+        if mask is not None:  # summed on the GPU: no host sync before each forward
+            seen["tokens"] = seen["tokens"] + mask.sum()
+        elif ids is not None:  # padding-free: one flattened row
+            seen["tokens"] = seen["tokens"] + (ids != tokenizer.pad_token_id).sum()
 
     def forward_done(module, args, kwargs, output):
         seen["depth"] -= 1
@@ -60,7 +115,7 @@ def train_unsloth(model, tokenizer, rows, s, output_dir, eval_rows=None, on_log=
             if logs:
                 entry = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
                 if "loss" in entry:
-                    entry["tokens"] = seen["tokens"]
+                    entry["tokens"] = int(seen["tokens"])
                 entry["elapsed_s"] = time.time() - start
                 history.append(entry)
                 if on_log:
@@ -76,6 +131,7 @@ def train_unsloth(model, tokenizer, rows, s, output_dir, eval_rows=None, on_log=
         # The rows are already cut at MAX_SEQ_LENGTH by tokenize_rows. TRL >= 1.0 refuses padding_free together
         # with a max_length it cannot enforce on pre-tokenized rows, so max_length is only set without padding_free.
         max_length=None if padding_free else s.max_seq_length, padding_free=padding_free,
+        pad_to_multiple_of=None if padding_free else pad_to_multiple_of,
         report_to="none", dataset_num_proc=1,
         # checkpoints in <output_dir>/checkpoints/checkpoint-<step>, the same place as the CPU path's
         save_strategy="steps" if s.save_steps > 0 else "no", save_steps=s.save_steps or 500,
@@ -83,9 +139,17 @@ def train_unsloth(model, tokenizer, rows, s, output_dir, eval_rows=None, on_log=
         eval_strategy="steps" if eval_rows and s.eval_steps > 0 else "no", eval_steps=s.eval_steps or None,
         metric_for_best_model="eval_loss" if eval_rows and s.eval_steps > 0 else None,
     )
-    trainer = SFTTrainer(model=model, processing_class=tokenizer, args=config, callbacks=[Log()],
-                         train_dataset=Dataset.from_list(rows),
-                         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None)
+    trainer_class = SFTTrainer
+    if batching == "grouped":
+        class GroupedSFTTrainer(SFTTrainer):
+            def _get_train_sampler(self, train_dataset=None, *args, **kwargs):
+                dataset = train_dataset if train_dataset is not None else self.train_dataset
+                return LengthGroupedSampler([len(ids) for ids in dataset["input_ids"]],
+                                            self.args.per_device_train_batch_size, seed=self.args.seed)
+        trainer_class = GroupedSFTTrainer
+    trainer = trainer_class(model=model, processing_class=tokenizer, args=config, callbacks=[Log()],
+                            train_dataset=Dataset.from_list(rows),
+                            eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None)
     hooks = []
     for module in {id(m): m for m in (model, model.get_base_model())}.values():
         hooks += [module.register_forward_pre_hook(count_tokens, with_kwargs=True),
@@ -100,10 +164,10 @@ def train_unsloth(model, tokenizer, rows, s, output_dir, eval_rows=None, on_log=
     train_wall = time.time() - train_start
     if eval_rows:
         trainer.evaluate()  # logged through the callback as eval_loss
-    tokens = seen["tokens"]
+    tokens = int(seen["tokens"])
     peak = torch.cuda.max_memory_allocated() / 2**30
     history.append({"step": trainer.state.global_step, "train_wall_s": train_wall, "peak_gpu_memory_gib": peak})
-    print(f"GPU training: {trainer.state.global_step} steps, {tokens} tokens in {train_wall:.1f} s "
-          f"({tokens / train_wall if train_wall else 0:.0f} tokens/s in trainer.train()), "
+    print(f"GPU training ({batching} batches): {trainer.state.global_step} steps, {tokens} tokens in "
+          f"{train_wall:.1f} s ({tokens / train_wall if train_wall else 0:.0f} tokens/s in trainer.train()), "
           f"peak GPU memory {peak:.2f} GiB")
     return history

@@ -72,3 +72,40 @@ def test_push_to_unreachable_hub_fails_clearly_and_keeps_the_local_copy(tmp_path
 def test_push_without_token_says_what_to_do(tmp_path):
     target = save_dataset(_tiny(3), tmp_path / "ds", {})
     assert "HF_TOKEN" in push_dataset(target, "someone/papers", token=None)
+
+
+def _deduplicate_pairwise(records, threshold):
+    """The former deduplicate(): every record against every kept one."""
+    import hashlib
+    from common.dataset import _normalise, _shingles
+    kept, seen, kept_shingles = [], set(), []
+    for record in records:
+        key = hashlib.sha1(_normalise(record["instruction"] + "\x00" + record["input"] + "\x00" +
+                                      record["output"]).encode()).hexdigest()
+        if key in seen:
+            continue
+        shingles = _shingles(record["instruction"] + " " + record["output"])
+        if any(len(shingles & other) / max(1, len(shingles | other)) >= threshold for other in kept_shingles):
+            continue
+        seen.add(key)
+        kept_shingles.append(shingles)
+        kept.append(record)
+    return kept
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.5, 0.8, 0.9, 1.0])
+def test_indexed_deduplicate_keeps_what_comparing_every_pair_keeps(threshold):
+    import random
+    rng = random.Random(threshold)
+    words = [f"w{i}" for i in range(30)]
+    records = []
+    for i in range(400):  # short texts of few distinct words: many pairs near every threshold
+        if records and rng.random() < 0.4:
+            base = rng.choice(records)["output"].split()
+            for _ in range(rng.randint(0, 3)):
+                base[rng.randrange(len(base))] = rng.choice(words)
+            output = " ".join(base[:rng.randint(max(1, len(base) - 3), len(base))])
+        else:
+            output = " ".join(rng.choices(words, k=rng.randint(1, 25)))
+        records.append({"instruction": rng.choice(["Q?", "Summarise."]), "input": "", "output": output})
+    assert deduplicate(records, threshold) == _deduplicate_pairwise(records, threshold)

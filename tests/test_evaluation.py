@@ -5,11 +5,12 @@ from peft import get_peft_model
 from common.evaluation import evaluate_knowledge, knowledge_gained, write_eval_report
 from common.inference import load_model_with_adapter
 from common.models import load_causal_lm
-from common.training import TrainSettings, lora_config, tokenize_rows
+from common.training import TrainSettings, lora_config, tokenize_rows, train_cpu
 from tests.test_inference import FACT, adapter_dir  # noqa: F401  (the module's trained adapter)
 
 QUESTIONS = [{"question": "From memory, fill in the blank (____):\nIlse Marrow founded Kesterhaven Intertidal "
-                          "Station in ____.", "answer": "1987", "source": "x.pdf", "page": 1}]
+                          "Station in ____.", "answer_start": "Ilse Marrow founded Kesterhaven Intertidal Station in",
+              "answer": "1987", "source": "x.pdf", "page": 1}]
 
 
 def test_tuned_model_beats_the_base_and_the_report_shows_it(adapter_dir, tmp_path):  # noqa: F811
@@ -32,3 +33,15 @@ def test_an_adapter_that_learned_nothing_is_caught(embedded_path, tokenizer):
     assert results["tuned"]["test_loss"] == pytest.approx(results["base"]["test_loss"])
     assert not knowledge_gained(results)
     assert results["forgetting"]["changed_share"] == 0.0
+
+
+def test_training_with_every_label_masked_is_caught(embedded_path, tokenizer):
+    # what a wrong response marker does when the format check is bypassed: the tune learns nothing
+    settings = TrainSettings(batch_size=1, max_steps=3, learning_rate=2e-3, warmup_steps=0, seed=0)
+    model = get_peft_model(load_causal_lm(str(embedded_path)), lora_config(settings))
+    rows = tokenize_rows([FACT], tokenizer, "chat", 256).rows
+    masked = [{**row, "labels": [-100] * len(row["labels"])} for row in rows]
+    train_cpu(model, masked, tokenizer.pad_token_id, settings)
+    results = evaluate_knowledge(model, tokenizer, rows, QUESTIONS, "chat", max_new_tokens=24)
+    assert not knowledge_gained(results)
+    assert results["tuned"]["closed_book"] == results["base"]["closed_book"] == 0.0

@@ -1,5 +1,6 @@
 """Merge, GGUF and Hub export of the adapter trained in test_inference (the same fixture, trained once)."""
 import hashlib
+import json
 import os
 
 import pytest
@@ -63,12 +64,41 @@ def test_a_file_that_is_not_gguf_is_refused(merged_dir, tmp_path):
         check_gguf(tmp_path / "x.gguf", merged_dir)
 
 
-@pytest.mark.skipif(find_llama_cpp_tool("convert_hf_to_gguf.py") is None,
-                    reason="llama.cpp's convert_hf_to_gguf.py not found (set LLAMA_CPP_DIR)")
-def test_gguf_conversion_reads_back(merged_dir, tmp_path):
-    gguf = convert_to_gguf(merged_dir, tmp_path, "q8_0")
+# `make test` first unpacks the converter into .cache/llama.cpp (found when LLAMA_CPP_DIR is unset): in CI it must be there.
+@pytest.mark.skipif(find_llama_cpp_tool("convert_hf_to_gguf.py") is None and not os.environ.get("CI"),
+                    reason="llama.cpp's convert_hf_to_gguf.py not found (run `make llama-cpp` or set LLAMA_CPP_DIR)")
+@pytest.mark.parametrize("quant, file_type, weight_type", [("q8_0", 7, "Q8_0"), ("f16", 1, "F16")],
+                         ids=["q8_0", "f16"])
+def test_gguf_conversion_reads_back(merged_dir, tmp_path, quant, file_type, weight_type):
+    from gguf import GGUFReader
+    from safetensors import safe_open
+    gguf = convert_to_gguf(merged_dir, tmp_path, quant)
+    assert gguf == tmp_path / f"model-{quant}.gguf" and list(tmp_path.iterdir()) == [gguf]
     info = check_gguf(gguf, merged_dir)
-    assert info["architecture"] == "llama" and info["layers"] == 30 and info["tensors"] > 30
+    with safe_open(str(merged_dir / "model.safetensors"), "pt") as weights:
+        hf_tensors = len(list(weights.keys()))  # SmolLM2 ties lm_head to the embedding: 30 x 9 + 2
+    assert info == {"architecture": "llama", "tensors": hf_tensors, "layers": 30} and hf_tensors == 272
+
+    reader = GGUFReader(str(gguf))
+    meta = {name: field.contents() for name, field in reader.fields.items()
+            if name not in ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges")}
+    config = json.loads((merged_dir / "config.json").read_text())
+    tokenizer = AutoTokenizer.from_pretrained(str(merged_dir))
+    assert meta["GGUF.tensor_count"] == hf_tensors and meta["general.file_type"] == file_type
+    assert {(key, meta[f"llama.{key}"]) for key in ("embedding_length", "feed_forward_length", "context_length",
+                                                     "attention.head_count", "attention.head_count_kv")} == {
+        ("embedding_length", config["hidden_size"]), ("feed_forward_length", config["intermediate_size"]),
+        ("context_length", config["max_position_embeddings"]),
+        ("attention.head_count", config["num_attention_heads"]),
+        ("attention.head_count_kv", config["num_key_value_heads"])}
+    assert meta["llama.vocab_size"] == config["vocab_size"] == len(reader.fields["tokenizer.ggml.tokens"].data)
+    assert meta["tokenizer.ggml.model"] == "gpt2" and meta["tokenizer.ggml.pre"] == "smollm"
+    assert (meta["tokenizer.ggml.bos_token_id"], meta["tokenizer.ggml.eos_token_id"]) == (
+        tokenizer.bos_token_id, tokenizer.eos_token_id)
+    assert "<|im_start|>" in meta["tokenizer.chat_template"]
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    assert types["token_embd.weight"] == types["blk.0.attn_q.weight"] == types["blk.29.ffn_down.weight"] == weight_type
+    assert {types[name] for name in types if name.endswith("norm.weight")} == {"F32"}
 
 
 def _digest(folder):

@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from peft import PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -32,12 +32,6 @@ def test_table_and_numbered_equations_survive(sample_markdown):
     assert re.search(r"^G = a \* E \* exp\(-E / E_c\)\s+\(2\)$", sample_markdown, re.M)
 
 
-def test_hyphenation_at_line_end_is_undone():
-    from common.pdf import _join_lines
-    assert _join_lines(["the measure-", "ments were taken"]) == "the measurements were taken"
-    assert _join_lines(["Okafor-", "Hale wrote"]) == "Okafor- Hale wrote"
-
-
 def _expect_failure(path, reason_part, advice_part):
     with pytest.raises(ConversionError) as info:
         convert_text_layer(path)
@@ -135,7 +129,29 @@ def test_appendix_after_the_references_is_kept(appendix_markdown):
                                                      ("Appendix B Additional Results", 2)}
 
 
-def test_reading_order_keeps_single_column_pages_top_to_bottom():
-    from common.pdf import reading_order
-    blocks = [{"bbox": [72, y, 540, y + 20]} for y in (300, 100, 200)] + [{"bbox": [72, 50, 150, 60]}]
-    assert [b["bbox"][1] for b in reading_order(blocks, 612)] == [50, 100, 200, 300]
+REAL = FIXTURES / "real"
+
+
+@pytest.fixture(scope="module")
+def lme4_markdown():
+    return convert_text_layer(REAL / "lme4_jss_pages_7-10.pdf")
+
+
+def test_real_pages_table_with_wrapped_cells(lme4_markdown):
+    assert "| Formula | Alternative | Meaning |\n|---|---|---|\n| (1 \\| g) | 1 + (1 \\| g) | Random intercept with " \
+           "fixed mean. |" in lme4_markdown
+    assert "| Λi | qi × qi | Term-wise relative covariance factor |" in lme4_markdown
+
+
+def test_real_pages_code_headings_and_no_running_heads(lme4_markdown):
+    assert "```\n> fm2 <- lmer(Reaction ~ Days + (Days || Subject), sleepstudy)\n```" in lme4_markdown
+    assert "[1,] 1 . .\n[2,] 1 . .\n" in lme4_markdown
+    assert "### 2.3. Algebraic and computational account of mixed-model formulas" in lme4_markdown
+    assert "Linear Mixed Models with lme4" not in lme4_markdown and "Douglas Bates" not in lme4_markdown
+    headings = re.findall(r"^#+ (.*)$", lme4_markdown, re.M)
+    assert all(len(re.findall(r"[^\W\d_]", h)) >= 3 for h in headings)  # no math fragments as headings
+
+
+def test_real_pages_paragraph_runs_on_past_a_footnote_and_a_page_break(lme4_markdown):
+    assert ("the 0/1 values in the first column of Ji and similarly for the subsequent blocks"
+            in " ".join(lme4_markdown.split()))

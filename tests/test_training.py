@@ -3,7 +3,7 @@ import torch
 from peft import get_peft_model
 
 from common.models import load_causal_lm
-from common.training import (IGNORE_INDEX, FormattingError, TokenizedData, TrainSettings, check_tokenized,
+from common.training import (IGNORE_INDEX, FormattingError, TrainSettings, check_tokenized,
                              lora_config, mean_loss, tokenize_rows, train_cpu)
 
 RECORDS = [{"instruction": "Who founded Kesterhaven Intertidal Station?", "input": "",
