@@ -5,10 +5,12 @@ PEFT in a plain PyTorch loop on the CPU. Same data, prompt format, LoRA settings
 """
 import sys
 
-from common.config import apply_cli_overrides
+from common.config import apply_cli_overrides, hf_token
 from common.dataset import load_dataset_dir
-from common.distributed import LaunchError, check_launch, is_main_process, main_process_first, quiet_unless_main, world_size
+from common.distributed import (LaunchError, check_launch, is_main_process, main_process_first, quiet_unless_main,
+                                world_size)
 from common.evaluation import knowledge_check
+from common.export import ExportError, check_push_settings, push_folder
 from common.models import ModelError, load_tokenizer, resolve_model_path
 from common.report import write_training_report
 from common.training import (TrainSettings, check_dataset_tokenizer, check_output_space, check_tokenized,
@@ -38,6 +40,8 @@ EVAL_STEPS = 10  # loss on the test split every N steps (0: only at the end)
 SAVE_STEPS = 10  # write a checkpoint every N steps (0: none, so no resume)
 SAVE_TOTAL_LIMIT = 2  # checkpoints kept: the latest ones, plus the best by eval loss
 EVALUATE = True  # after training: base vs tuned on held-out loss, closed-book questions and general prompts
+PUSH_TO_HUB = False  # after training, upload the adapter to a private Hub repo (HF_TOKEN from .env)
+HUB_MODEL_ID = None  # the Hub repo for --push-to-hub, e.g. you/papers-lora
 RESUME = True  # continue from the last checkpoint in OUTPUT_DIR if there is one (--no-resume: start over)
 SEED = 42  # random seed
 DEVICE = "auto"  # auto (CUDA + Unsloth if there, else CPU), cuda or cpu
@@ -48,6 +52,8 @@ def main():
     quiet_unless_main()  # under torchrun / accelerate launch, only the main process prints and writes
     device = choose_device(DEVICE)  # first: Unsloth must be imported before transformers to patch it
     check_launch(device)
+    if PUSH_TO_HUB:
+        check_push_settings(HUB_MODEL_ID, hf_token())  # fail now, not after training
     train_settings = TrainSettings.from_constants(settings)
     dataset = load_dataset_dir(DATASET_DIR)
     model_path = resolve_model_path(MODEL_NAME)
@@ -68,11 +74,13 @@ def main():
     print(f"Adapter saved to {adapter_dir}; report: {report}")
     if EVALUATE and is_main_process():
         knowledge_check(model, tokenizer, test.rows, DATASET_DIR, PROMPT_FORMAT, OUTPUT_DIR)
+    if PUSH_TO_HUB and is_main_process():  # last: a failed push loses nothing
+        print(f"Pushed {adapter_dir} to {push_folder(adapter_dir, HUB_MODEL_ID, hf_token())}")
     return 0
 
 
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except (ModelError, LaunchError, ValueError, OSError) as error:  # each says what to do
+    except (ModelError, LaunchError, ExportError, ValueError, OSError) as error:  # each says what to do
         sys.exit(f"Error: {error}")

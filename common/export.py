@@ -105,18 +105,23 @@ def check_gguf(path, merged_dir):
     return {"architecture": arch, "tensors": len(reader.tensors), "layers": blocks}
 
 
-def push_folder(folder, repo_id, token):
-    """Upload `folder` to a private Hub model repo; on any failure a clear error, and the local files stay."""
-    from huggingface_hub import HfApi
+def check_push_settings(repo_id, token):
+    """Before any long work: --push-to-hub needs a repo id and a token."""
     if not repo_id:
         raise ExportError("--push-to-hub needs --hub-model-id, e.g. --hub-model-id you/papers-lora.")
     if not token:
         raise ExportError("--push-to-hub needs HF_TOKEN: copy .env.example to .env and set it there.")
+
+
+def push_folder(folder, repo_id, token):
+    """Upload `folder` to a private Hub model repo; on any failure a clear error, and the local files stay."""
+    from huggingface_hub import HfApi
+    check_push_settings(repo_id, token)
     try:
         api = HfApi(token=token)
         url = api.create_repo(repo_id, private=True, exist_ok=True, repo_type="model")
         api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                          commit_message="Upload from papers-to-llm 03_using_the_model.py")
+                          commit_message="Upload from papers-to-llm")
     except Exception as error:  # network, auth, permissions, quota: all end the same way for the user
         message = f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
         raise ExportError(redact(f"Could not push {folder} to the Hub repo {repo_id} ({message}). The local "

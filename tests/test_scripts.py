@@ -1,5 +1,6 @@
 """The three scripts, run as a user runs them, on the sample paper with the embedded model."""
 import json
+import os
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ from tests.conftest import ROOT
 
 def run(*args):
     result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                            env={**__import__("os").environ, "HF_TOKEN": "hf_never_printed"})
+                            env={**os.environ, "HF_TOKEN": "hf_never_printed"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "hf_never_printed" not in result.stdout + result.stderr
     return result.stdout
@@ -44,3 +45,21 @@ def test_missing_dataset_fails_with_a_clear_message(tmp_path):
     result = subprocess.run([sys.executable, "02_fine_tuning.py", "--dataset-dir", str(tmp_path / "none")],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode != 0 and "run 01_create_dataset.py first" in result.stderr
+
+
+def test_push_without_a_repo_fails_before_training(tmp_path):
+    result = subprocess.run([sys.executable, "02_fine_tuning.py", "--output-dir", str(tmp_path / "run"),
+                             "--push-to-hub"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 1 and "--push-to-hub needs --hub-model-id" in result.stderr
+    assert not (tmp_path / "run" / "adapter").exists()
+
+
+def test_failed_push_of_the_adapter_keeps_it_and_hides_the_token(sample_dataset_dir, tmp_path):
+    env = {**os.environ, "HF_TOKEN": "hf_never_printed", "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "0"}
+    result = subprocess.run([sys.executable, "02_fine_tuning.py", "--dataset-dir", str(sample_dataset_dir),
+                             "--output-dir", str(tmp_path / "run"), "--max-steps", "1", "--batch-size", "1",
+                             "--no-evaluate", "--push-to-hub", "--hub-model-id", "someone/papers-lora"],
+                            cwd=ROOT, capture_output=True, text=True, env=env)
+    assert result.returncode == 1 and "Could not push" in result.stderr and "Traceback" not in result.stderr
+    assert "hf_never_printed" not in result.stdout + result.stderr
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").exists()
