@@ -43,6 +43,18 @@ def fix_special_tokens(tokenizer, model=None):
     return tokenizer
 
 
+def fix_byte_level_decoder(tokenizer):
+    """transformers' GGUF reader gives this byte-level BPE tokenizer a SentencePiece-style decoder (ByteFallback,
+    '▁' -> ' '), which llama.cpp's GGUF converter then takes for a Llama SentencePiece vocabulary: put back the plain
+    ByteLevel decoder that matches its ByteLevel pre-tokenizer, and no WordPiece-style space clean-up."""
+    from tokenizers import decoders, pre_tokenizers
+    backend = tokenizer.backend_tokenizer
+    if isinstance(backend.pre_tokenizer, pre_tokenizers.ByteLevel):
+        backend.decoder = decoders.ByteLevel()
+    tokenizer.clean_up_tokenization_spaces = False
+    return tokenizer
+
+
 def prepare_embedded_model(dest=EMBEDDED_DIR):
     """Dequantize the GGUF once into `dest` (safetensors + fixed tokenizer); later calls reuse it."""
     dest = Path(dest)
@@ -55,7 +67,7 @@ def prepare_embedded_model(dest=EMBEDDED_DIR):
     print(f"Preparing the embedded model once: {gguf.name} -> {dest}")
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    fix_special_tokens(tokenizer, model)
+    fix_special_tokens(fix_byte_level_decoder(tokenizer), model)
     model.config.quantization_config = None
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):

@@ -15,6 +15,13 @@ def test_embedded_model_is_plain_safetensors_with_fixed_tokens(embedded_path, to
     assert tokenizer.pad_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id
 
 
+def test_embedded_tokenizer_is_plain_byte_level_bpe(embedded_path, tokenizer):
+    saved = json.loads((embedded_path / "tokenizer.json").read_text())
+    assert saved["pre_tokenizer"]["type"] == saved["decoder"]["type"] == "ByteLevel"  # what GGUF export reads
+    text = "Growth at 4.9 mm per year, 34 g/kg: café ▁x\n  indented"
+    assert tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
+
+
 def test_embedded_model_trains(embedded_path):
     model = load_causal_lm(str(embedded_path))
     assert all(p.dtype.is_floating_point for p in model.parameters())
