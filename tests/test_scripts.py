@@ -33,7 +33,7 @@ def test_the_demo_learns_the_paper(tmp_path):
     assert (tmp_path / "run" / "report.md").exists() and (tmp_path / "run" / "loss.png").exists()
     results = json.loads((tmp_path / "run" / "eval.json").read_text())
     base, tuned = results["base"], results["tuned"]
-    assert tuned["test_perplexity"] < 0.85 * base["test_perplexity"]
+    assert tuned["test_perplexity"] < 0.9 * base["test_perplexity"]  # seen: 0.75 to 0.78
     assert tuned["closed_book"] >= base["closed_book"] + 0.07  # at least 3 more of ~40 facts recalled
     assert "| closed-book recall" in (tmp_path / "run" / "eval.md").read_text()
     out = run("03_using_the_model.py", "--adapter-dir", str(adapter), "--max-new-tokens", "8",
