@@ -23,8 +23,9 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 from common.config import ROOT  # noqa: E402
 from common.convert import convert_folder  # noqa: E402
-from common.dataset import _shingles, deduplicate, records_from_markdown  # noqa: E402
+from common.dataset import deduplicate, records_from_markdown  # noqa: E402
 from common.models import load_tokenizer, resolve_model_path  # noqa: E402
+from tests.test_dataset import deduplicate_pairwise  # noqa: E402  (the reference the tests compare with)
 
 CORES = 2  # CPU cores the benchmark may use
 COPIES = 60  # PDFs in the conversion benchmark (the sources, copied round-robin)
@@ -75,25 +76,6 @@ def synthetic_records(n, seed=0):
             rows.append({"instruction": f"Summarise the section 'S{i % 400}' of the paper 'P{i % 37}'.",
                          "input": "", "output": " ".join(words)})
     return rows
-
-
-def deduplicate_pairwise(records, threshold=0.9):
-    """The former deduplicate(): every record against every kept one (the reference for the results)."""
-    import hashlib
-    from common.dataset import _normalise
-    kept, seen, kept_shingles = [], set(), []
-    for record in records:
-        key = hashlib.sha1(_normalise(record["instruction"] + "\x00" + record["input"] + "\x00" +
-                                      record["output"]).encode()).hexdigest()
-        if key in seen:
-            continue
-        shingles = _shingles(record["instruction"] + " " + record["output"])
-        if any(len(shingles & other) / max(1, len(shingles | other)) >= threshold for other in kept_shingles):
-            continue
-        seen.add(key)
-        kept_shingles.append(shingles)
-        kept.append(record)
-    return kept
 
 
 def timed(function, *args, repeat=1, **kwargs):

@@ -7,7 +7,6 @@ import json
 import math
 from pathlib import Path
 
-from .distributed import main_process_only
 from .inference import generate
 from .knowledge import GENERAL_PROMPTS, fact_recalled, read_questions, recall_score
 from .training import mean_loss
@@ -61,7 +60,6 @@ def summary_line(results):
             f"{tuned['closed_book']:.0%}; general answers changed: {results['forgetting']['changed_share']:.0%}")
 
 
-@main_process_only
 def write_eval_report(output_dir, results):
     """eval.json, eval.png (bar chart) and eval.md (summary table + per-question answers)."""
     import matplotlib

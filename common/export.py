@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .config import redact
+from .config import hf_token, redact
 from .models import ModelError
 
 GGUF_QUANTS = ("q8_0", "q4_k_m", "f16")
@@ -133,7 +133,6 @@ def export(adapter_dir, merge_to=None, gguf_to=None, gguf_quant="q8_0", push_to_
            model_name=None, merge_dtype="bfloat16"):
     """Step 03's exports, in order: merge (--merge-to), GGUF (--gguf-to), push (the merged model, else the adapter)."""
     import tempfile
-    from .config import hf_token
     if gguf_to:
         gguf_tools(gguf_quant)  # fail before the merge when llama.cpp is missing
     with tempfile.TemporaryDirectory() as tmp:

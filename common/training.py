@@ -52,6 +52,8 @@ def tokenize_rows(records, tokenizer, prompt_format, max_seq_length, responses_o
 def tokenize_cached(records, tokenizer, prompt_format, max_seq_length, responses_only, cache_file):
     """tokenize_rows, once: under several processes the main one tokenizes (see distributed.main_process_first)
     and keeps the rows in `cache_file`, and the others read them from there."""
+    if world_size() == 1:
+        return tokenize_rows(records, tokenizer, prompt_format, max_seq_length, responses_only)
     import hashlib
     texts = [[r["instruction"], r.get("input", ""), r["output"]] for r in records]
     key = hashlib.sha256(json.dumps([texts, tokenizer.name_or_path, len(tokenizer), tokenizer.eos_token,
@@ -62,7 +64,7 @@ def tokenize_cached(records, tokenizer, prompt_format, max_seq_length, responses
         if cached["key"] == key:
             return TokenizedData(cached["rows"], cached["n_truncated"], cached["longest"])
     data = tokenize_rows(records, tokenizer, prompt_format, max_seq_length, responses_only)
-    if world_size() > 1 and is_main_process():
+    if is_main_process():
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({"key": key, "rows": data.rows, "n_truncated": data.n_truncated,

@@ -74,7 +74,7 @@ def test_push_without_token_says_what_to_do(tmp_path):
     assert "HF_TOKEN" in push_dataset(target, "someone/papers", token=None)
 
 
-def _deduplicate_pairwise(records, threshold):
+def deduplicate_pairwise(records, threshold=0.9):
     """The former deduplicate(): every record against every kept one."""
     import hashlib
     from common.dataset import _normalise, _shingles
@@ -108,4 +108,4 @@ def test_indexed_deduplicate_keeps_what_comparing_every_pair_keeps(threshold):
         else:
             output = " ".join(rng.choices(words, k=rng.randint(1, 25)))
         records.append({"instruction": rng.choice(["Q?", "Summarise."]), "input": "", "output": output})
-    assert deduplicate(records, threshold) == _deduplicate_pairwise(records, threshold)
+    assert deduplicate(records, threshold) == deduplicate_pairwise(records, threshold)
