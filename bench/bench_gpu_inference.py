@@ -186,12 +186,10 @@ def main():
         run_worker(args)
         return 0
 
-    from bench.bench_gpu_training import baseline_pythonpath
+    from bench.bench_gpu_training import baseline_pythonpath, fresh_results_file
     start = time.time()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results_file = out / "inference.jsonl"
-    results_file.unlink(missing_ok=True)
+    results_file = fresh_results_file(args.out, "inference.jsonl")
+    out = results_file.parent
     model, adapter = f"/tmp/rand-{args.shape}", f"/tmp/bench_adapter_{args.shape}"
     if not (Path(model) / "config.json").exists():
         subprocess.run([sys.executable, str(ROOT / "bench/random_model.py"), "--shape", args.shape, "--tokenizer",

@@ -230,6 +230,14 @@ def emit(args, path, data, rate, steps, per_step, peak, wall):
 
 # ----------------------------------------------------------------------------------------------- driver
 
+def fresh_results_file(out_dir, name):
+    """<out_dir>/<name>, emptied: each bench run appends its workers' JSON lines to a file of its own."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / name).unlink(missing_ok=True)
+    return out / name
+
+
 def baseline_pythonpath():
     """A folder of links to the wheels' site (/tmp/site) without unsloth, unsloth_zoo and torchao."""
     site = Path(os.environ.get("BENCH_WHEEL_SITE", "/tmp/site"))
@@ -326,10 +334,8 @@ def main():
         return 0
 
     start = time.time()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results_file = out / "results.jsonl"
-    results_file.unlink(missing_ok=True)
+    results_file = fresh_results_file(args.out, "results.jsonl")
+    out = results_file.parent
     stats = {}
     paths = args.paths.split(",")
     for shape in args.shapes.split(","):

@@ -27,6 +27,11 @@ class FileResult:
     advice: str = ""
 
 
+def shown_name(path):
+    """The file's name as text (a name that is not valid UTF-8, from an old archive say, with � in place)."""
+    return path.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def file_sha256(path):
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -52,7 +57,8 @@ def list_pdfs(pdf_dir):
     pdf_dir = Path(pdf_dir)
     if not pdf_dir.is_dir():
         raise FileNotFoundError(f"PDF folder not found: {pdf_dir}. Put your papers there or pass --pdf-dir.")
-    return sorted(p for p in pdf_dir.iterdir() if p.is_file() and p.suffix.lower() == ".pdf")
+    return sorted(p for p in pdf_dir.iterdir()
+                  if p.suffix.lower() == ".pdf" and (p.is_file() or (p.is_symlink() and not p.exists())))
 
 
 def has_pdfs(pdf_dir):
@@ -97,28 +103,34 @@ def convert_folder(pdf_dir, md_dir, converter="auto", force=False, workers=None)
     results, todo = {}, []
     kind = None
     for pdf in pdfs:
-        if pdf.stat().st_size == 0:
-            results[pdf] = FileResult(pdf.name, "failed", reason="empty file (0 bytes)",
+        try:
+            sha = file_sha256(pdf) if pdf.stat().st_size else None
+        except OSError as error:  # a link to nowhere, a file we may not read
+            results[pdf] = FileResult(shown_name(pdf), "failed", reason=f"cannot be read ({error.strerror or error})",
+                                      advice="check that the file exists (a link may point nowhere) and is readable")
+            continue
+        if sha is None:
+            results[pdf] = FileResult(shown_name(pdf), "failed", reason="empty file (0 bytes)",
                                       advice="download it again or remove it from the folder")
             continue
-        todo.append((pdf, file_sha256(pdf)))
+        todo.append((pdf, sha))
     pending = []
     for pdf, sha in todo:
         cached = _cached(cache, sha)
         if cached and not force:
             _publish(md_dir, pdf, cached.read_text(encoding="utf-8"))
-            results[pdf] = FileResult(pdf.name, "cached", markdown=str(md_dir / f"{pdf.stem}.md"))
+            results[pdf] = FileResult(shown_name(pdf), "cached", markdown=str(md_dir / f"{pdf.stem}.md"))
         else:
             pending.append((pdf, sha))
     if pending:
         kind = kind or choose_converter(converter)
         for pdf, sha, markdown, failure in _run_converter(kind, pending, workers):
             if failure:
-                results[pdf] = FileResult(pdf.name, "failed", reason=failure[0], advice=failure[1])
+                results[pdf] = FileResult(shown_name(pdf), "failed", reason=failure[0], advice=failure[1])
                 continue
             write_atomic(cache / f"{_cache_key(sha, kind)}.md", markdown)
             _publish(md_dir, pdf, markdown)
-            results[pdf] = FileResult(pdf.name, "converted", markdown=str(md_dir / f"{pdf.stem}.md"))
+            results[pdf] = FileResult(shown_name(pdf), "converted", markdown=str(md_dir / f"{pdf.stem}.md"))
     ordered = [results[p] for p in pdfs]
     write_atomic(md_dir / REPORT_NAME, json.dumps([asdict(r) for r in ordered], indent=2))
     return ordered

@@ -1,24 +1,20 @@
-"""Markdown rebuilt from a PDF's text layer (pdftext's characters, fonts and positions); common/pdf.py reads the file.
+"""Markdown rebuilt from a PDF's text layer: the lines that common/pdf_lines.py reads, in reading order.
 
-Each line is rebuilt from its characters: cells split at gaps wider than about an em, its dominant size,
-bold or monospace by font name (or by weight against the body font where the name says nothing). Then,
-in reading order (two columns read left, then right): headings as `#` levels (by font size, bold or
+In reading order (two columns read left, then right): headings as `#` levels (by font size, bold or
 small-caps fonts, section numbers 1.2 / A.1 / Appendix B / II., ALL-CAPS titles that stand apart), the
 title and, before the abstract, names and affiliations as plain text; paragraphs re-flowed across lines,
-columns and pages (hyphenation at line ends undone; footnotes moved after the page's text so they do not
-cut a paragraph); bullet lists as `- ` items; tables, whose cells are told apart by the gaps between
-characters and the columns those gaps line up in, as markdown tables (wrapped cells joined); monospace
-lines as fenced code with their indentation; numbered display equations. Dropped: running heads and feet
-(text repeated at one height in the margin of several pages), page numbers, rotated text (watermarks,
-margin stamps), the line numbers of manuscripts and the entries of a table of contents. Pages are marked
-`<!-- page N -->` for provenance. The entry point is pages_to_markdown.
+columns and pages (hyphenation at line ends undone); bullet lists as `- ` items; tables, whose cells are
+told apart by the gaps between characters and the columns those gaps line up in, as markdown tables
+(wrapped cells joined); monospace lines as fenced code with their indentation; numbered display
+equations. The entries of a table of contents are dropped. Pages are marked `<!-- page N -->` for
+provenance. The entry point is pages_to_markdown.
 """
 import re
 from collections import Counter
 
 from .pdf import PAGE_MARK
+from .pdf_lines import footnotes_last, merge_split_lines, page_blocks
 
-_PAGE_NUMBER = re.compile(r"^(page\s*)?\d+(\s*(of|/)\s*\d+)?$", re.I)
 _NUMBERED_HEADING = re.compile(r"^((\d+)(\.\d+)*|[A-Z](\.\d+)+|[A-Z](?=\.?\s+[A-Z])|[IVX]+(?=\.\s)|"
                                r"(?:Appendix|APPENDIX)\s+[A-Z0-9]+)[.:]?\s+\S")
 _EQUATION_NUMBER = re.compile(r"^\(([A-Z]?\d+(\.\d+)*[a-z]?)\)$")
@@ -28,166 +24,6 @@ _CAPTION = re.compile(r"^(figure|fig\.|table|listing|algorithm)\s*[A-Z]?\d+[:.]"
 _ONLY_NUMBERS = re.compile(r"^[\d\s.,%()+\-]*$")
 _BULLET = re.compile(r"^[•◦▪▫▸▹‣∙●○■□►➢✓]\s*")
 _FRONT_ANCHOR = re.compile(r"^(abstract|summary|contents|table of contents|introduction|keywords|key words)\b", re.I)
-_BOLD_FONT = re.compile(r"bold|black|heavy|demi|semibd|extrabd|ultrabd|[-,_]bd\b|medi\b|"
-                        r"^(cm|ec|sf|tc|eu)[a-z]*?(bx|sx|b)(ti|sl|it)?\d", re.I)
-_SMALL_CAPS_FONT = re.compile(r"csc\d|smallcaps|-sc\b|caps\b", re.I)  # set apart like bold: headings
-_SYMBOL_FONT = re.compile(r"^(cm(sy|mi|ex|bsy|mib)|ms(am|bm)|eu(sm|rm|ex)|stmary|wasy|rsfs|txsy|txmi|txex|rtxmi|rntxmi)|"
-                          r"math|symbol|dingbat", re.I)
-_STYLED_FONT = re.compile(r"regular|roman|roma\b|book|light|italic|ital\b|oblique|medium|-it\b|-r\b", re.I)
-_MONO_FONT = re.compile(r"mono|courier|consol|typewriter|menlo|tt\d|t1xtt|txtt|^(cm|sf|ec|lm)[a-z]*tt", re.I)
-
-
-def _font_name(font):
-    return (font.get("name") or "").split("+")[-1]
-
-
-class _Fonts:
-    """Which fonts of one document are bold or monospace, judged by name and, for names that say
-    nothing, by weight against the body font (pdfium's weights of Type 1 fonts are unreliable)."""
-
-    def __init__(self, pages):
-        weights, chars = {}, Counter()
-        for page in pages:
-            for block in page["blocks"]:
-                for line in block["lines"]:
-                    for span in line["spans"]:
-                        key = _font_name(span["font"])
-                        weights[key] = span["font"].get("weight") or 0
-                        chars[key] += len(span["text"].strip())
-        body = chars.most_common(1)[0][0] if chars else ""
-        self.body_weight = weights.get(body, 400)
-        self.bold, self.mono, self.symbol = {}, {}, {}
-        for name, weight in weights.items():
-            by_weight = not _STYLED_FONT.search(name) and weight >= max(550, self.body_weight + 150)
-            self.bold[name] = bool(_BOLD_FONT.search(name) or _SMALL_CAPS_FONT.search(name)) or by_weight
-            self.mono[name] = bool(_MONO_FONT.search(name))
-            self.symbol[name] = bool(_SYMBOL_FONT.search(name))
-
-
-def _page_rotation(page):
-    counts = Counter()
-    for block in page["blocks"]:
-        for line in block["lines"]:
-            for span in line["spans"]:
-                counts[round(span.get("rotation") or 0, 2)] += len(span["text"])
-    return counts.most_common(1)[0][0] if counts else 0
-
-
-def _clean(text):
-    from pdftext.postprocessing import handle_hyphens, postprocess_text
-    return handle_hyphens(postprocess_text(text), keep_hyphens=True).replace("\n", "")
-
-
-def _pieces(line, rotation):
-    """(text, x0, x1, font name, size) of each character (or span, without chars) of upright text."""
-    pieces = []
-    for span in line["spans"]:
-        if abs(round(span.get("rotation") or 0, 2) - rotation) > 0.02:
-            continue  # rotated text: watermarks, margin stamps
-        name, size = _font_name(span["font"]), span["font"]["size"] or 0
-        if span.get("chars"):
-            pieces += [(c["char"], c["bbox"][0], c["bbox"][2], name, size) for c in span["chars"]]
-        else:
-            pieces.append((span["text"], span["bbox"][0], span["bbox"][2], name, size))
-    return pieces
-
-
-def _make_line(line, rotation, fonts):
-    """A line as a dict: text, cells [(text, x0, x1)] split at gaps wider than about an em, bbox,
-    dominant size, bold, mono; None for a line without upright text."""
-    pieces = _pieces(line, rotation)
-    sizes, bold, mono, total = Counter(), 0, 0, 0
-    cells, current, last_x1 = [], None, None
-    for text, x0, x1, name, size in pieces:
-        if not text.strip():
-            if current is not None:
-                current[0] += text
-            continue
-        n = len(text)
-        sizes[round(size, 1)] += n
-        if not fonts.symbol.get(name, False):  # math and symbol fonts do not decide a line's style
-            total += n
-            bold += n * fonts.bold.get(name, False)
-            mono += n * fonts.mono.get(name, False)
-        if current is None or x0 - last_x1 > 0.9 * max(size, 1):
-            current = [text, x0, x1]
-            cells.append(current)
-            last_x1 = x1
-        else:
-            current[0] += text
-            current[2] = max(current[2], x1)
-            last_x1 = max(last_x1, x1)
-    cells = [(re.sub(r"\s+", " ", _clean(t)).strip(), a, b) for t, a, b in cells]
-    cells = [c for c in cells if c[0]]
-    if not cells:
-        return None
-    x0 = min(c[1] for c in cells)
-    x1 = max(c[2] for c in cells)
-    return {"text": " ".join(c[0] for c in cells), "cells": cells,
-            "bbox": [x0, line["bbox"][1], x1, line["bbox"][3]],
-            "size": sizes.most_common(1)[0][0], "bold": total > 0 and bold >= 0.9 * total,
-            "mono": total > 0 and mono >= 0.9 * total}
-
-
-def _normalise_margin_text(text):
-    return re.sub(r"\d+", "#", text.lower()).strip()
-
-
-def _in_margin(line, height, share=0.12):
-    return line["bbox"][3] < share * height or line["bbox"][1] > (1 - share) * height
-
-
-def _running_lines(doc):
-    """(normalised text, y) of lines repeated at the same height in the top or bottom margin of
-    several pages: running heads and feet (odd and even pages may differ, so two or three suffice)."""
-    where = {}
-    for page_lines, height in doc:
-        for line in page_lines:
-            if _in_margin(line, height, 0.15):
-                where.setdefault(_normalise_margin_text(line["text"]), []).append(line["bbox"][1])
-    need = 2 if len(doc) <= 6 else 3
-    running = {}
-    for text, ys in where.items():
-        if len(ys) < need:
-            continue
-        ys.sort()
-        best = max(sum(1 for y in ys if abs(y - pivot) <= 3) for pivot in ys)
-        if best >= need:
-            running[text] = ys
-    return running
-
-
-def _is_furniture(line, height, running, page_lines=()):
-    if _in_margin(line, height) and _PAGE_NUMBER.match(line["text"]):
-        x0, y0, x1, y1 = line["bbox"]
-        beside = any(other is not line and min(y1, other["bbox"][3]) - max(y0, other["bbox"][1]) > 0
-                     and min(abs(other["bbox"][0] - x1), abs(x0 - other["bbox"][2])) < 12 for other in page_lines)
-        return not beside  # a number beside text on its line is a footnote mark or a cell, not a page number
-    ys = running.get(_normalise_margin_text(line["text"]))
-    return bool(ys) and _in_margin(line, height, 0.15) and any(abs(line["bbox"][1] - y) <= 3 for y in ys)
-
-
-def _strip_line_numbers(lines, width):
-    """Drop the numbers of line-numbered manuscripts: integers in the side margin, one more each line."""
-    for side in (0, -1):
-        found = []
-        for line in lines:
-            if not line["cells"]:
-                continue
-            text, x0, x1 = line["cells"][side]
-            margin = x1 < 0.15 * width if side == 0 else x0 > 0.85 * width
-            if margin and text.isdigit() and len(text) <= 5 and (len(line["cells"]) > 1 or line["size"] < 8):
-                found.append((line["bbox"][1], int(text), line))
-        found.sort(key=lambda f: f[0])
-        steps = sum(b[1] - a[1] == 1 for a, b in zip(found, found[1:]))
-        if len(found) >= 5 and steps >= 0.7 * (len(found) - 1):  # 1, 2, 3...: not a table of contents
-            for _, _, line in found:
-                line["cells"] = line["cells"][1:] if side == 0 else line["cells"][:-1]
-                line["text"] = " ".join(c[0] for c in line["cells"])
-                if line["cells"]:
-                    line["bbox"][0], line["bbox"][2] = line["cells"][0][1], line["cells"][-1][2]
-
-
 _SECTION_NAMES = {"abstract", "references", "bibliography", "acknowledgements", "acknowledgments", "introduction",
                   "conclusion", "conclusions", "appendix", "appendices", "summary", "discussion"}
 
@@ -461,112 +297,39 @@ def _page_items(lines, spec):
     return out
 
 
-def _merge_split_lines(lines, page_width):
-    """Join consecutive lines that sit side by side on one baseline (a table row, an equation and its
-    number, a superscript that pdftext put on a line of its own) into one line, left to right."""
-    merged = []
-    for line in lines:
-        prev = merged[-1] if merged else None
-        if prev is not None:
-            (a0, b0, a1, b1), (c0, d0, c1, d1) = prev["bbox"], line["bbox"]
-            overlap = min(b1, d1) - max(b0, d0)
-            apart = c0 >= a1 - 1 or c1 <= a0 + 1
-            mid = page_width / 2
-            across = min(a1, c1) <= mid + 2 and max(a0, c0) >= mid - 2  # one in each column
-            near = prev["block"] == line["block"] or (min(abs(c0 - a1), abs(a0 - c1)) < 3 * line["size"]
-                                                      and not across)
-            if apart and near and overlap > 0.5 * min(b1 - b0, d1 - d0):
-                main = prev if len(prev["text"]) >= len(line["text"]) else line
-                cells = sorted(prev["cells"] + line["cells"], key=lambda c: c[1])
-                merged[-1] = {**main, "cells": cells, "text": " ".join(c[0] for c in cells),
-                              "bbox": [min(a0, c0), min(b0, d0), max(a1, c1), max(b1, d1)], "block": prev["block"]}
-                continue
-        merged.append(line)
-    return merged
+def _type_sizes(doc):
+    """The body text's size (the most common by characters) and the larger sizes, largest first (headings)."""
+    size_chars = Counter()
+    for blocks in doc:
+        for block in blocks:
+            for line in block["lines"]:
+                size_chars[line["size"]] += len(line["text"])
+    body_size = size_chars.most_common(1)[0][0] if size_chars else 10
+    return {"body_size": body_size, "heading_sizes": sorted({s for s in size_chars if s > body_size * 1.08}, reverse=True)}
 
 
-_FOOTNOTE_MARK = re.compile(r"^(\d{1,2}|[a-z]\)|[*∗†‡§¶?])(\s?\S|$)|^[a-z]$")
-
-
-def _footnotes_last(lines, body_size, height):
-    """Footnotes (small type at the foot of a column, each opening with its mark) moved after the
-    page's text, so that a paragraph running on past them to the next column or page joins up again."""
-    body = [line for line in lines if line["size"] >= 0.95 * body_size]
-
-    def at_foot(line):
-        x0, y0, x1, y1 = line["bbox"]
-        return (line["size"] <= 0.88 * body_size and y0 > 0.5 * height and
-                not any(b["bbox"][1] > y1 and b["bbox"][0] < x1 and x0 < b["bbox"][2] for b in body))
-
-    text, notes, run = [], [], []
-    for line in lines + [None]:
-        if line is not None and at_foot(line) and (run or _FOOTNOTE_MARK.match(line["text"])):
-            run.append(line)
-            continue
-        for k, note in enumerate(run):
-            if k == 0 or _FOOTNOTE_MARK.match(note["text"]) and note["bbox"][0] < run[0]["bbox"][0] + 2:
-                block = ("footnote", note["block"], k)
-            notes.append({**note, "block": block})
-        run = []
-        if line is not None:
-            if at_foot(line) and _FOOTNOTE_MARK.match(line["text"]):
-                run.append(line)
-            else:
-                text.append(line)
-    return text + notes
-
-
-def _page_lines(page, fonts):
-    """The lines of one page as dicts, each with the index of its pdftext block."""
-    rotation = _page_rotation(page)
-    blocks = []
-    for block in page["blocks"]:
-        lines = [made for made in (_make_line(line, rotation, fonts) for line in block["lines"]) if made]
-        if lines:
-            blocks.append(lines)
-    return blocks
+def _one_cell_where_no_table(line, body_size):
+    """ "3   Methods" (a heading) and justified prose are one cell, not a row of a table."""
+    cells = line["cells"]
+    if len(cells) == 2 and _SECTION_NUMBER.match(cells[0][0]) and \
+            (line["bold"] or line["size"] > 1.08 * body_size) or _is_justified_prose(cells):
+        line["cells"] = [(line["text"], cells[0][1], cells[-1][2])]
 
 
 def pages_to_markdown(pages):
     """Markdown from pdftext's dictionary output (a list of pages; characters kept, for the gaps)."""
-    fonts = _Fonts(pages)
-    doc = []
-    for page in pages:
-        blocks = _page_lines(page, fonts)
-        flat = [line for block in blocks for line in block]
-        _strip_line_numbers(flat, page["width"] or 612)
-        doc.append((blocks, page["height"] or 792))
-    size_chars = Counter()
-    for blocks, _ in doc:
-        for block in blocks:
-            for line in block:
-                size_chars[line["size"]] += len(line["text"])
-    body_size = size_chars.most_common(1)[0][0] if size_chars else 10
-    spec = {"body_size": body_size,
-            "heading_sizes": sorted({s for s in size_chars if s > body_size * 1.08}, reverse=True)}
-    for blocks, _ in doc:
-        for block in blocks:
-            for line in block:
-                cells = line["cells"]
-                if len(cells) == 2 and _SECTION_NUMBER.match(cells[0][0]) and \
-                        (line["bold"] or line["size"] > 1.08 * body_size) or _is_justified_prose(cells):
-                    line["cells"] = [(line["text"], cells[0][1], cells[-1][2])]  # "3   Methods": a heading
-    running = _running_lines([([line for block in blocks for line in block], height) for blocks, height in doc])
+    doc = page_blocks(pages)
+    spec = _type_sizes(doc)
+    body_size = spec["body_size"]
     out = []
-    for page, (blocks, height) in zip(pages, doc):
+    for page, blocks in zip(pages, doc):
+        width, height = page["width"] or 612, page["height"] or 792
+        for block in blocks:
+            for line in block["lines"]:
+                _one_cell_where_no_table(line, body_size)
         out.append(PAGE_MARK.format(page["page"] + 1))
-        kept = []
-        page_lines = [line for block in blocks for line in block if line["cells"]]
-        for number, block in enumerate(blocks):
-            lines = [line for line in block if line["cells"] and not _is_furniture(line, height, running, page_lines)]
-            for line in lines:
-                line["block"] = (page["page"], number)
-            if lines:
-                kept.append({"bbox": [min(ln["bbox"][0] for ln in lines), min(ln["bbox"][1] for ln in lines),
-                                      max(ln["bbox"][2] for ln in lines), max(ln["bbox"][3] for ln in lines)],
-                             "lines": lines})
-        ordered = [line for block in reading_order(kept, page["width"] or 612) for line in block["lines"]]
-        out += _page_items(_footnotes_last(_merge_split_lines(ordered, page["width"] or 612), body_size, height), spec)
+        ordered = [line for block in reading_order(blocks, width) for line in block["lines"]]
+        out += _page_items(footnotes_last(merge_split_lines(ordered, width), body_size, height), spec)
     return "\n\n".join(_front_matter(_merge_broken_paragraphs(out))) + "\n"
 
 

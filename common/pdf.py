@@ -1,5 +1,5 @@
 """PDF -> markdown, the file-level side: whether a file is a readable PDF, the text-layer converter's
-entry point (pdftext reads the characters; common/layout.py rebuilds the markdown from them), and marker
+entry point (pdftext reads the characters, common/pdf_lines.py the lines, common/layout.py the markdown), and marker
 where its models are reachable.
 """
 import re

@@ -19,14 +19,26 @@ def test_bad_files_are_reported_and_never_stop_the_others(tmp_path):
     pdf_dir = _folder(tmp_path)
     (pdf_dir / "empty.pdf").write_bytes(b"")
     (pdf_dir / "readme.pdf").write_text("not a pdf")
+    (pdf_dir / "moved.pdf").symlink_to(tmp_path / "no-longer-here.pdf")
+    (pdf_dir / "folder.pdf").mkdir()
     results = {r.pdf: r for r in convert_folder(pdf_dir, tmp_path / "md", converter="text", workers=2)}
     assert results["paper.pdf"].status == "converted"
     assert (tmp_path / "md" / "paper.md").read_text().startswith("<!-- page 1 -->")
     assert results["empty.pdf"].status == "failed" and results["readme.pdf"].status == "failed"
+    assert results["moved.pdf"].status == "failed" and "cannot be read" in results["moved.pdf"].reason
     report = json.loads((tmp_path / "md" / REPORT_NAME).read_text())
     assert {r["pdf"]: r["status"] for r in report} == {"empty.pdf": "failed", "paper.pdf": "converted",
-                                                       "readme.pdf": "failed"}
+                                                       "readme.pdf": "failed", "moved.pdf": "failed"}
     assert all(r["advice"] for r in report if r["status"] == "failed")
+
+
+def test_a_file_name_that_is_not_utf8_is_shown_with_a_replacement_character(tmp_path):
+    pdf_dir = tmp_path / "pdf"
+    pdf_dir.mkdir()
+    (pdf_dir / os.fsdecode(b"caf\xe9.pdf")).write_bytes(SAMPLE_PDF.read_bytes())
+    [result] = convert_folder(pdf_dir, tmp_path / "md", converter="text")
+    assert result.status == "converted" and result.pdf == "caf\ufffd.pdf"
+    result.pdf.encode("utf-8")  # what the dataset's "source" column will hold
 
 
 def test_unchanged_pdf_is_not_converted_again_even_after_a_rename(tmp_path):

@@ -1,5 +1,3 @@
-import re
-
 from common.layout import _join_lines, pages_to_markdown, reading_order
 
 
@@ -54,17 +52,6 @@ def _body(y, lines=BODY, x=72):
     return [_line(x, y + 12 * k, text) for k, text in enumerate(lines)]
 
 
-def test_bold_is_read_from_font_names_not_pdfium_weights():
-    # Latin Modern regular text that pdfium weighs 744, a CMBX10 heading weighed 570, a Libertine
-    # bold (no style in its name) known only by its weight against the body font's
-    pages = _pages([[_line(72, 100, "1 Introduction", font="CMBX10", weight=570)], _body(120),
-                    [_line(72, 170, "Short regular line here")], _body(190),
-                    [_line(72, 240, "Fixed effects", font="LinLibertineTB", weight=1100)], _body(260)])
-    markdown = pages_to_markdown(pages)
-    assert "## 1 Introduction" in markdown and "### Fixed effects" in markdown
-    assert "# Short" not in markdown and "Short regular line here" in markdown
-
-
 def test_table_cells_in_one_text_run_are_split_at_their_gaps():
     rows = [["Command", "Number", "Comments"], ["\\author", "100", "Author"], ["\\table", "300", "For tables"]]
     table = [_line(72, 300 + 12 * k, [(72, a), (200, b), (300, c)]) for k, (a, b, c) in enumerate(rows)]
@@ -79,36 +66,6 @@ def test_justified_text_with_wide_spaces_is_not_a_table():
     spread = [_line(72, 100 + 12 * k, list(zip(starts, words))) for k in range(2)]
     markdown = pages_to_markdown(_pages([spread]))
     assert "|" not in markdown and "file, if he wants to use another font" in markdown
-
-
-def test_running_heads_of_odd_and_even_pages_and_a_rotated_watermark_are_dropped():
-    pages = []
-    for n in range(6):
-        head = "Douglas Bates, Martin Maechler 7" if n % 2 else "8 Linear Mixed Models with lme4"
-        pages.append([[_line(81, 76, head)], [_line(150, 300, "DRAFT", rotation=0.9)],
-                      _body(200, [f"Text of page {'abcdef'[n]} starts here and runs on.", "More words."])])
-    markdown = pages_to_markdown(_pages(*pages, height=842))
-    assert "Linear Mixed Models" not in markdown and "Maechler" not in markdown and "DRAFT" not in markdown
-    assert all(f"Text of page {c} starts here" in markdown for c in "abcdef")
-
-
-def test_line_numbers_of_a_manuscript_are_dropped():
-    lines = [_line(24, 100 + 12 * k, [(24, str(38 + k)), (60, text)], size=10) for k, text in enumerate(BODY)]
-    lines += [_line(24, 136 + 12 * k, [(24, str(41 + k)), (60, f"and a further line number {k} of the text")])
-              for k in range(3)]
-    markdown = pages_to_markdown(_pages([lines]))
-    assert " ".join(BODY) in markdown and not re.search(r"\b(3[89]|4[0-3])\b", markdown)
-
-
-def test_a_footnote_does_not_cut_the_paragraph_that_runs_on_past_it():
-    left = [_line(72, 600, "We would be glad of help. The"),
-            _line(85, 700, "1", size=6), _line(91, 701, "In some languages names are missing.", size=8),
-            _line(72, 711, "For instance Nynorsk is not defined.", size=8)]
-    right = [_line(318, 100, "current version runs only with LaTeX."), _line(318, 112, "The package is stable.")]
-    markdown = pages_to_markdown(_pages([[_line(72, 560, "Fixed effects are found by least squares.")], left, right]))
-    assert "help. The current version runs only" in markdown, markdown
-    assert "1 In some languages names are missing. For instance Nynorsk is not defined." in markdown
-    assert markdown.index("current version") < markdown.index("In some languages")
 
 
 def test_monospace_lines_become_a_code_block_with_their_indentation():
