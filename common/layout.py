@@ -37,7 +37,7 @@ def _is_justified_prose(cells):
     return len(gaps) >= 2 and max(gaps) <= 1.3 * min(gaps)
 
 
-def _heading_level(text, size, body_size, heading_sizes, bold, alone=False):
+def _heading_level(text, size, body_size, size_levels, bold, alone=False):
     """0 for body text, else a markdown heading level. `alone`: the line stands apart from the text
     around it, as the ALL-CAPS section titles of some journals set at body size do."""
     if len(text) > 150 or len(re.findall(r"[^\W\d_]", text)) < 3 or _CAPTION.match(text):
@@ -46,6 +46,8 @@ def _heading_level(text, size, body_size, heading_sizes, bold, alone=False):
     if text.endswith((".", ",", ";") if larger else (".", ",", ";", ":")) and not _NUMBERED_HEADING.match(text):
         return 0
     numbered = _NUMBERED_HEADING.match(text)
+    if numbered and re.fullmatch(r"[A-Z]", numbered.group(1)) and size_levels.get(size) == 1:
+        numbered = None  # "A Simple Example of ..." in the title's size: a title, not appendix A
     title = text[numbered.end(1):].strip(" .:") if numbered else text
     caps = alone and title.isupper() and len(re.findall(r"[^\W\d_]", title)) >= 4 and len(title.split()) <= 8
     if numbered and (bold or larger or caps):
@@ -54,7 +56,7 @@ def _heading_level(text, size, body_size, heading_sizes, bold, alone=False):
             return 2
         return min(2 + number.count("."), 6)
     if larger:
-        return min(1 + heading_sizes.index(size), 6) if size in heading_sizes else 2
+        return size_levels.get(size, 2)
     if bold and len(text.split()) <= 10 and text[:1].isupper():
         return 2 if text.lower() in _SECTION_NAMES else 3
     if caps and title.lower() in _SECTION_NAMES:
@@ -201,13 +203,17 @@ _CONTENTS = re.compile(r"^((table of )?contents|list of (figures|tables))$", re.
 
 
 def _same_style_run(lines, i):
-    """The text of lines[i] and the lines after it in its block set in the same size and weight."""
-    text, k = lines[i]["text"], i + 1
-    while (k < len(lines) and lines[k]["block"] == lines[i]["block"] and lines[k]["size"] == lines[i]["size"]
-           and lines[k]["bold"] == lines[i]["bold"] and lines[k]["bbox"][1] - lines[k - 1]["bbox"][3] < 0.8 * lines[k]["size"]):
-        text += " " + lines[k]["text"]
-        k += 1
-    return text
+    """The text of lines[i] and of the lines before and after it in its block set in the same size and weight."""
+    def same(above, below):
+        return (above["block"] == below["block"] and above["size"] == below["size"] and above["bold"] == below["bold"]
+                and below["bbox"][1] - above["bbox"][3] < 0.8 * below["size"])
+
+    start, end = i, i + 1
+    while start > 0 and same(lines[start - 1], lines[start]):
+        start -= 1
+    while end < len(lines) and same(lines[end - 1], lines[end]):
+        end += 1
+    return " ".join(line["text"] for line in lines[start:end])
 
 
 def _escape(text):
@@ -218,7 +224,7 @@ def _escape(text):
 def _page_items(lines, spec):
     """Markdown items (headings, paragraphs, list items, tables, code, equations) of one page's lines."""
     out, paragraph = [], []
-    body_size, heading_sizes = spec["body_size"], spec["heading_sizes"]
+    body_size, size_levels = spec["body_size"], spec["size_levels"]
 
     note = [False]  # whether the paragraph being read is a footnote
 
@@ -261,12 +267,12 @@ def _page_items(lines, spec):
         after = lines[i + 1] if i + 1 < len(lines) else None
         alone = (new_block or gap is None or gap > 0.5 * size) and (
             after is None or after["block"] != line["block"] or after["bbox"][1] - line["bbox"][3] > 0.5 * size)
-        level = 0 if len(cells) >= 2 else _heading_level(text, size, body_size, heading_sizes, line["bold"], alone)
+        level = 0 if len(cells) >= 2 else _heading_level(text, size, body_size, size_levels, line["bold"], alone)
         if level and (line["bold"] or size > 1.08 * body_size) and len(_same_style_run(lines, i)) > 200:
             level = 0  # a paragraph set in bold or large type (an abstract), not a heading
         continued = (last_heading is not None and last is last_heading and len(cells) == 1 and len(text) < 120
                      and gap is not None and -0.5 * size < gap < 0.8 * size and size == last["size"]
-                     and line["bold"] == last["bold"] and not _NUMBERED_HEADING.match(text)
+                     and (line["bold"] == last["bold"] or size > 1.08 * body_size) and not _NUMBERED_HEADING.match(text)
                      and (line["bold"] or size > 1.08 * body_size or text.isupper())
                      and len(out[-1]) < 200)
         if paragraph and (new_block or (gap is not None and gap > 0.5 * size)):
@@ -298,21 +304,32 @@ def _page_items(lines, spec):
 
 
 def _type_sizes(doc):
-    """The body text's size (the most common by characters) and the larger sizes, largest first (headings)."""
-    size_chars = Counter()
+    """The body text's size (the most common by characters) and the heading level of each larger size that sets
+    a word at least (largest: 1; a large symbol in an equation does not count)."""
+    size_chars, size_letters = Counter(), Counter()
     for blocks in doc:
         for block in blocks:
             for line in block["lines"]:
                 size_chars[line["size"]] += len(line["text"])
+                size_letters[line["size"]] += sum(ch.isalpha() for ch in line["text"])
     body_size = size_chars.most_common(1)[0][0] if size_chars else 10
-    return {"body_size": body_size, "heading_sizes": sorted({s for s in size_chars if s > body_size * 1.08}, reverse=True)}
+    levels, level = {}, 0
+    for size in sorted((s for s, n in size_letters.items() if s > body_size * 1.08 and n >= 4), reverse=True):
+        if not levels or size < 0.96 * min(levels):  # sizes within 4% are one level (measured box heights vary)
+            level += 1
+        levels[size] = min(level, 6)
+    return {"body_size": body_size, "size_levels": levels}
 
 
 def _one_cell_where_no_table(line, body_size):
-    """ "3   Methods" (a heading) and justified prose are one cell, not a row of a table."""
+    """ "3   Methods" and "2. Evanescent vs.   conventional coupling" (headings) and justified prose are one
+    cell, not a row of a table."""
     cells = line["cells"]
-    if len(cells) == 2 and _SECTION_NUMBER.match(cells[0][0]) and \
-            (line["bold"] or line["size"] > 1.08 * body_size) or _is_justified_prose(cells):
+    set_apart = line["bold"] or line["size"] > 1.08 * body_size
+    numbered_title = (set_apart and len(cells) <= 3 and _NUMBERED_HEADING.match(line["text"])
+                      and not any(_ONLY_NUMBERS.match(c[0]) for c in cells[1:]))  # "1 Introduction  3": contents
+    if len(cells) == 2 and _SECTION_NUMBER.match(cells[0][0]) and set_apart or numbered_title \
+            or _is_justified_prose(cells):
         line["cells"] = [(line["text"], cells[0][1], cells[-1][2])]
 
 
@@ -342,7 +359,9 @@ def _front_matter(parts):
         if k and part.startswith("<!-- page"):
             break
         heading = re.match(r"^(#+) (.*)$", part)
-        if heading and (_FRONT_ANCHOR.match(heading.group(2)) or _NUMBERED_HEADING.match(heading.group(2))):
+        number = _NUMBERED_HEADING.match(heading.group(2)) if heading else None
+        lettered = number and re.fullmatch(r"[A-Z]", number.group(1))  # "A Simple ...": a title, not a section
+        if heading and (_FRONT_ANCHOR.match(heading.group(2)) or number and not lettered):
             anchor = k
             break
     if anchor is None:

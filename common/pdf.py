@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 
 PAGE_MARK = "<!-- page {} -->"
-TEXT_CONVERTER_VERSION = 3  # bump when the text converter's output changes: cached conversions are redone
+TEXT_CONVERTER_VERSION = 4  # bump when the text converter's output changes: cached conversions are redone
 MIN_CHARS_PER_PAGE = 40  # below this on average, a PDF is taken as image-only (scanned)
 
 

@@ -60,6 +60,12 @@ def _clean(text):
     return handle_hyphens(postprocess_text(text), keep_hyphens=True).replace("\n", "")
 
 
+def _size(font_size, bbox):
+    """The font size, or where the PDF scales text by its matrix and pdfium reports size 1, the height of the
+    character's loose box (font ascent to descent: the same for every character of one font and size)."""
+    return font_size if font_size >= 2 else round(bbox[3] - bbox[1], 1)
+
+
 def _pieces(line, rotation):
     """(text, x0, x1, font name, size) of each character (or span, without chars) of upright text."""
     pieces = []
@@ -68,9 +74,9 @@ def _pieces(line, rotation):
             continue  # rotated text: watermarks, margin stamps
         name, size = _font_name(span["font"]), span["font"]["size"] or 0
         if span.get("chars"):
-            pieces += [(c["char"], c["bbox"][0], c["bbox"][2], name, size) for c in span["chars"]]
+            pieces += [(c["char"], c["bbox"][0], c["bbox"][2], name, _size(size, c["bbox"])) for c in span["chars"]]
         else:
-            pieces.append((span["text"], span["bbox"][0], span["bbox"][2], name, size))
+            pieces.append((span["text"], span["bbox"][0], span["bbox"][2], name, _size(size, span["bbox"])))
     return pieces
 
 

@@ -17,18 +17,20 @@ def test_reading_order_keeps_single_column_pages_top_to_bottom():
 # TeX-made PDFs look: one span per font run, table cells in one run apart only by their gaps, fonts
 # named CMBX10 or LMRoman10-Regular with pdfium weights that say nothing about boldness.
 
-def _line(x, y, parts, font="LMRoman10-Regular", size=10.0, weight=744, rotation=0.0):
-    """A pdftext line at (x, y): `parts` is text, or [(x, text), ...] for runs set apart (table cells)."""
+def _line(x, y, parts, font="LMRoman10-Regular", size=10.0, weight=744, rotation=0.0, reported_size=None):
+    """A pdftext line at (x, y): `parts` is text, or [(x, text), ...] for runs set apart (table cells);
+    `reported_size`: the font size pdfium reports, where it differs from the size the text is drawn at."""
     parts = [(x, parts)] if isinstance(parts, str) else parts
     chars, width = [], 0.5 * size
+    font_info = {"name": font, "size": reported_size or size, "weight": weight}
     for x0, text in parts:
         for k, ch in enumerate(text):
             chars.append({"char": ch, "bbox": [x0 + k * width, y, x0 + (k + 1) * width, y + size],
-                          "rotation": rotation, "font": {"name": font, "size": size, "weight": weight}})
+                          "rotation": rotation, "font": dict(font_info)})
     text = "".join(c["char"] if c is chars[0] or c["bbox"][0] - chars[i - 1]["bbox"][2] < 1 else " " + c["char"]
                    for i, c in enumerate(chars))
     span = {"text": text, "bbox": [chars[0]["bbox"][0], y, chars[-1]["bbox"][2], y + size], "rotation": rotation,
-            "font": {"name": font, "size": size, "weight": weight}, "chars": chars}
+            "font": dict(font_info), "chars": chars}
     return {"spans": [span], "bbox": list(span["bbox"])}
 
 
@@ -125,3 +127,30 @@ def test_a_display_equation_keeps_its_number_and_text_after_it_stays_apart():
              [_line(72, 160, "where the conditional mean depends on theta.")]]
     markdown = pages_to_markdown(_pages(lines))
     assert "\\# u # 2 = r2    (17)\n\nwhere the conditional mean" in markdown
+
+
+def test_a_numbered_heading_with_a_wide_gap_inside_is_a_heading_not_a_table_row():
+    # elsarticle and REVTeX set "2. Evanescent vs.   conventional coupling" with a sentence space after "vs."
+    heading = [_line(72, 100, [(72, "2. Evanescent vs."), (170, "conventional quadrupole coupling")],
+                     font="NimbusRomNo9L-Medi", weight=700)]
+    markdown = pages_to_markdown(_pages([_body(60), heading, _body(120)]))
+    assert "## 2. Evanescent vs. conventional quadrupole coupling" in markdown and "|" not in markdown
+
+
+def test_a_title_that_starts_with_a_and_wraps_into_another_font_is_one_title():
+    # llncs: "A Simple Example of the llncsconf Package for" (partly typewriter) over "LATEX" in bold; "A" is
+    # not appendix A, and the two lines are one title
+    front = [[_line(120, 60, "A Simple Example of the Package for", size=14.3),
+              _line(250, 78, "LATEX", font="CMBX12", size=14.3, weight=545)],
+             [_line(200, 110, "Achim D. Brucker")], _body(140),
+             [_line(72, 200, "1 Introduction", font="CMBX12", size=12, weight=545)], _body(220)]
+    markdown = pages_to_markdown(_pages(front))
+    assert markdown.startswith("<!-- page 1 -->\n\n# A Simple Example of the Package for LATEX\n\nAchim D. Brucker")
+    assert "## 1 Introduction" in markdown
+
+
+def test_a_line_inside_a_paragraph_set_in_large_type_is_not_a_heading():
+    # an abstract set larger than the body, its lines judged together: none of them is a heading
+    abstract = [_line(72, 100 + 13 * k, text, size=12) for k, text in enumerate(BODY + ["as possible."])]
+    markdown = pages_to_markdown(_pages([abstract, _body(160), _body(200), _body(240)]))
+    assert "#" not in markdown and " ".join(BODY) + " as possible." in markdown

@@ -67,3 +67,12 @@ def test_footnotes_move_after_the_text_of_their_page():
     assert "help. The current version runs only" in markdown, markdown
     assert "1 In some languages names are missing. For instance Nynorsk is not defined." in markdown
     assert markdown.index("current version") < markdown.index("In some languages")
+
+
+def test_text_scaled_by_its_matrix_takes_its_size_from_the_character_boxes():
+    # publishers' PDFs often set `/F1 1 Tf` and scale by the text matrix: pdfium then reports size 1 for all
+    heading = [_line(72, 100, "Introduction", size=10.1, reported_size=1.0)]
+    body = [_line(72, 120 + 9 * k, text, size=6.8, reported_size=1.0) for k, text in enumerate(BODY)]
+    sizes = {line["text"]: line["size"] for block in page_blocks(_pages([heading, body]))[0] for line in block["lines"]}
+    assert sizes["Introduction"] == 10.1 and sizes[BODY[0]] == 6.8
+    assert "\n# Introduction\n" in pages_to_markdown(_pages([heading, body]))
