@@ -84,8 +84,8 @@ def _make_line(line, rotation, fonts):
     """A line as a dict: text, cells [(text, x0, x1)] split at gaps wider than about an em, bbox,
     dominant size, bold, mono; None for a line without upright text."""
     pieces = _pieces(line, rotation)
-    sizes, bold, mono, total = Counter(), 0, 0, 0
-    cells, current, last_x1 = [], None, None
+    sizes = Counter()
+    cells, current, last_x1 = [], None, None  # each cell: [text, x0, x1, styled characters, bold ones, mono ones]
     for text, x0, x1, name, size in pieces:
         if not text.strip():
             if current is not None:
@@ -93,19 +93,23 @@ def _make_line(line, rotation, fonts):
             continue
         n = len(text)
         sizes[round(size, 1)] += n
-        if not fonts.symbol.get(name, False):  # math and symbol fonts do not decide a line's style
-            total += n
-            bold += n * fonts.bold.get(name, False)
-            mono += n * fonts.mono.get(name, False)
         if current is None or x0 - last_x1 > 0.9 * max(size, 1):
-            current = [text, x0, x1]
+            current = [text, x0, x1, 0, 0, 0]
             cells.append(current)
             last_x1 = x1
         else:
             current[0] += text
             current[2] = max(current[2], x1)
             last_x1 = max(last_x1, x1)
-    cells = [(re.sub(r"\s+", " ", _clean(t)).strip(), a, b) for t, a, b in cells]
+        if not fonts.symbol.get(name, False):  # math and symbol fonts do not decide a line's style
+            current[3] += n
+            current[4] += n * fonts.bold.get(name, False)
+            current[5] += n * fonts.mono.get(name, False)
+    total, bold = sum(cell[3] for cell in cells), sum(cell[4] for cell in cells)
+    # a code listing's line number is often set in another font than its code
+    code = cells[1:] if len(cells) > 1 and cells[0][0].strip().isdigit() else cells
+    code_total, mono = sum(cell[3] for cell in code), sum(cell[5] for cell in code)
+    cells = [(re.sub(r"\s+", " ", _clean(cell[0])).strip(), cell[1], cell[2]) for cell in cells]
     cells = [c for c in cells if c[0]]
     if not cells:
         return None
@@ -114,7 +118,7 @@ def _make_line(line, rotation, fonts):
     return {"text": " ".join(c[0] for c in cells), "cells": cells,
             "bbox": [x0, line["bbox"][1], x1, line["bbox"][3]],
             "size": sizes.most_common(1)[0][0], "bold": total > 0 and bold >= 0.9 * total,
-            "mono": total > 0 and mono >= 0.9 * total}
+            "mono": code_total > 0 and mono >= 0.9 * code_total}
 
 
 def _normalise_margin_text(text):

@@ -76,3 +76,14 @@ def test_text_scaled_by_its_matrix_takes_its_size_from_the_character_boxes():
     sizes = {line["text"]: line["size"] for block in page_blocks(_pages([heading, body]))[0] for line in block["lines"]}
     assert sizes["Introduction"] == 10.1 and sizes[BODY[0]] == 6.8
     assert "\n# Introduction\n" in pages_to_markdown(_pages([heading, body]))
+
+
+def test_a_numbered_code_listing_is_monospace_though_its_numbers_are_not():
+    # docstrip and the listings package set the line numbers in the body's roman font, the code in typewriter
+    listing = []
+    for k, code in enumerate(["\\def\\section{%", "  \\@startsection", "  {section}%"]):
+        y = 100 + 12 * k
+        number, text = _line(72, y, str(504 + k), font="CMR10"), _line(100, y, code, font="CMTT10")
+        listing.append({"spans": number["spans"] + text["spans"], "bbox": [72, y, text["bbox"][2], y + 10]})
+    lines = [line for block in page_blocks(_pages([_body(40), listing]))[0] for line in block["lines"]]
+    assert [line["mono"] for line in lines[-3:]] == [True, True, True] and not lines[0]["mono"]
