@@ -7,7 +7,9 @@ Same random-init model (bench/random_model.py shapes), same rows, batch and sequ
   checkpointing "unsloth", adamw_8bit, bf16) with its defaults: batching="grouped" (padded batches of rows of
   similar length), pad_to_multiple_of=64. The other batchings (--variants): "unsloth-grouped-exact" (grouped,
   padded to the batch's longest row only), "unsloth-padded" (padded batches in random order, to a multiple of 64),
-  "unsloth-padding-free" (TRL padding_free: one flattened row per batch; the default before 2026-11-23). Padded
+  "unsloth-padding-free" (TRL padding_free: one flattened row per batch; the default before 2026-11-23),
+  "unsloth-tokens" (BATCH_TOKENS = batch x 2048: rows of similar length, as many as fit in that many padded
+  tokens, so no step is lighter than a batch of full-length rows; the same memory bound as the batch). Padded
   variants other than grouped run the -var datasets only (on equal rows they batch the same). Before the timed
   runs, one untimed run (--compile-steps, the first variant on the first dataset) pays Unsloth's one-time block
   compile and the recompiles for new batch shapes, so that no timed run carries them.
@@ -128,38 +130,42 @@ def run_unsloth(args, datasets):
     from common.training import TrainSettings
     from common.training_gpu import load_unsloth_model, train_unsloth
     s = TrainSettings(batch_size=args.batch, max_steps=args.warmup + args.steps, max_seq_length=2048,
-                      learning_rate=2e-4, warmup_steps=2, logging_steps=1, num_epochs=1.0)
+                      learning_rate=2e-4, warmup_steps=2, logging_steps=1, num_epochs=1.0,
+                      offload_embedding=args.worker == "unsloth-offload")
     t = time.time()
     model, tokenizer = load_unsloth_model(args.model, s, load_in_4bit=True)
-    print(f"[unsloth] model loaded in {time.time() - t:.0f} s", flush=True)
+    print(f"[{args.worker}] model loaded in {time.time() - t:.0f} s, {torch.cuda.memory_allocated() / 2**30:.2f} GiB "
+          f"allocated", flush=True)
     # padding-free last: it switches on packed-attention patches that could stay on for later padded runs
     plan = [(name, variant) for variant in sorted(args.variants, key=lambda v: v == "padding_free")
-            for name in args.data if variant in ("grouped", "padding_free") or name.endswith("-var")]
+            for name in args.data if variant in ("grouped", "padding_free", "tokens") or name.endswith("-var")]
     options = {"grouped": {}, "grouped-exact": {"batching": "grouped", "pad_to_multiple_of": None},
-               "padded": {"batching": "padded"}, "padding_free": {"batching": "padding_free"}}
+               "padded": {"batching": "padded"}, "padding_free": {"batching": "padding_free"}, "tokens": {}}
+    by_tokens = TrainSettings(**{**s.__dict__, "batch_tokens": args.batch * 2048})
     if plan and args.compile_steps > 0:
         name, variant = plan[0]
         t = time.time()
-        warm = TrainSettings(**{**s.__dict__, "max_steps": args.compile_steps})
+        warm = TrainSettings(**{**(by_tokens if variant == "tokens" else s).__dict__, "max_steps": args.compile_steps})
         train_unsloth(model, tokenizer, datasets[name], warm, "/tmp/bench_unsloth_compile", **options[variant])
-        print(f"[unsloth] compile run ({variant} {name}, {args.compile_steps} steps, untimed): "
+        print(f"[{args.worker}] compile run ({variant} {name}, {args.compile_steps} steps, untimed): "
               f"{time.time() - t:.0f} s", flush=True)
     for name, variant in plan:
-        path = "unsloth" if variant == "grouped" else f"unsloth-{variant.replace('_', '-')}"
+        path = args.worker + ("" if variant == "grouped" else f"-{variant.replace('_', '-')}")
         if time.time() > args.deadline:
-            print(f"[unsloth] {path} {name}: skipped (out of time)", flush=True)
+            print(f"[{args.worker}] {path} {name}: skipped (out of time)", flush=True)
             continue
         timer = Timer()
         torch.cuda.empty_cache()
         t = time.time()
         try:
-            history = train_unsloth(model, tokenizer, datasets[name], s, f"/tmp/bench_unsloth_{name}",
+            history = train_unsloth(model, tokenizer, datasets[name], by_tokens if variant == "tokens" else s,
+                                    f"/tmp/bench_unsloth_{name}",
                                     on_log=lambda e: "loss" in e and timer.mark(e["step"], e["tokens"]),
                                     **options[variant])
         except Exception as error:  # one failing variant leaves the others their runs
             import traceback
             traceback.print_exc()
-            print(f"[unsloth] {path} {name}: failed ({type(error).__name__}: {str(error)[:300]})", flush=True)
+            print(f"[{args.worker}] {path} {name}: failed ({type(error).__name__}: {str(error)[:300]})", flush=True)
             continue
         rate, steps, per_step = timer.rate(args.warmup)
         peak = [h["peak_gpu_memory_gib"] for h in history if "peak_gpu_memory_gib" in h][-1]
@@ -183,7 +189,8 @@ def run_baseline(args, datasets):
                                              target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                              "up_proj", "down_proj"]))
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    print(f"[baseline] model loaded in {time.time() - t:.0f} s", flush=True)
+    print(f"[baseline] model loaded in {time.time() - t:.0f} s, "
+          f"{torch.cuda.memory_allocated() / 2**30 if cuda else 0:.2f} GiB allocated", flush=True)
     seen = {"tokens": 0}
 
     def count(module, fargs, kwargs):  # real tokens of each training forward (the batches are padded)
@@ -271,7 +278,7 @@ def spawn(worker, shape, model, data_file, names, batch, args, deadline, results
         print(f"--- {worker} {shape}: rc={rc}; last lines of {log}:")
         print("".join(open(log).readlines()[-25:]))
     else:
-        print("".join(line for line in open(log) if line.startswith(f"[{worker}]")), end="")
+        print("".join(line for line in open(log) if line.startswith(f"[{worker}")), end="")
 
 
 def table(results, stats):
@@ -321,7 +328,7 @@ def main():
     p.add_argument("--baseline-data", help="the baseline's datasets (default: --data)")
     p.add_argument("--no-isolate", action="store_true", help="baseline without the PYTHONPATH of links")
     # worker arguments
-    p.add_argument("--worker", choices=["unsloth", "baseline"])
+    p.add_argument("--worker", choices=["unsloth", "unsloth-offload", "baseline"])
     p.add_argument("--shape"), p.add_argument("--model"), p.add_argument("--data-file"), p.add_argument("--results")
     p.add_argument("--batch", type=int), p.add_argument("--deadline", type=float)
     args = p.parse_args()
@@ -330,7 +337,7 @@ def main():
     if args.worker:
         args.data = args.data.split(",")
         datasets = json.loads(Path(args.data_file).read_text())
-        (run_unsloth if args.worker == "unsloth" else run_baseline)(args, datasets)
+        (run_baseline if args.worker == "baseline" else run_unsloth)(args, datasets)
         return 0
 
     start = time.time()
@@ -341,7 +348,8 @@ def main():
     for shape in args.shapes.split(","):
         batch = BATCH[shape]
         names = [n for n in args.data.split(",") if shape != "llama-3.1-8b" or not n.startswith("short")]
-        datasets, _ = build_datasets(args.tokenizer, args.dataset_dir, batch * (args.warmup + args.steps),
+        # 4x the rows a batch of `batch` rows needs: token-budget batches take more rows per step
+        datasets, _ = build_datasets(args.tokenizer, args.dataset_dir, 4 * batch * (args.warmup + args.steps),
                                      long_only=not any(n.startswith("short") for n in names))
         for name in names:
             stats[(shape, name)] = row_stats(datasets[name])

@@ -5,6 +5,7 @@
 #   bash bench/gpu_demo.sh            (results under $OUT, or /tmp/gpu_demo_out)
 # EXTRA_BUDGET_S (default 330): the extra runs (16-bit LoRA, alpaca format) start only if less time has passed.
 # DEMO_STEPS (default 30): training steps of the main (QLoRA) run.
+# Also: token-budget batches (--batch-tokens) stopped and resumed, and 03's --prompts-file with --compare.
 source .whl/env.sh
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_demo_out}
@@ -35,7 +36,18 @@ cp /tmp/run/report.md "$OUT/report.md" 2>/dev/null
 cp /tmp/run/loss.png "$OUT/loss.png" 2>/dev/null
 cp /tmp/run/history.json "$OUT/history.json" 2>/dev/null
 
+# BATCH_TOKENS: batches by token budget; stopped after 8 steps, then resumed to 12 from checkpoint-8
+step train_tokens python 02_fine_tuning.py --dataset-dir .gpu/dataset --output-dir /tmp/run_tokens --model-name $MODEL \
+  --batch-tokens 4096 --max-steps 8 --save-steps 4 --no-evaluate
+step resume_tokens python 02_fine_tuning.py --dataset-dir .gpu/dataset --output-dir /tmp/run_tokens --model-name $MODEL \
+  --batch-tokens 4096 --max-steps 12 --save-steps 4 --no-evaluate
+cp /tmp/run_tokens/report.md "$OUT/report_tokens.md" 2>/dev/null
+
 step generate python 03_using_the_model.py --adapter-dir /tmp/run/adapter --prompt "What is the Velmora tidal-lichen?"
+head -6 .gpu/dataset/questions.jsonl | python -c "import json, sys; [print(json.dumps({'prompt': json.loads(l)['question']})) \
+  for l in sys.stdin]" > /tmp/questions.jsonl  # JSONL: a question may span lines
+step prompts_compare python 03_using_the_model.py --adapter-dir /tmp/run/adapter --prompts-file /tmp/questions.jsonl \
+  --compare --max-new-tokens 24 --answers-file "$OUT/answers.jsonl" --compare-file "$OUT/compare.md"
 
 # Plain transformers + PEFT, in the machine's own environment: without .whl's packages (no Unsloth; and its
 # torchao 0.14.1, which this PEFT refuses: only versions above 0.16.0 are supported).

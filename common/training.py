@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .batching import batches_per_epoch, epoch_batches
 from .checkpoints import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .distributed import is_main_process, main_process_only, world_size
 from .prompts import format_example
@@ -105,6 +106,8 @@ class TrainSettings:
     warmup_steps: int = 5
     lr_scheduler_type: str = "linear"
     batch_size: int = 8
+    batch_tokens: int = 0
+    offload_embedding: bool = False
     gradient_accumulation_steps: int = 1
     num_epochs: float = 1.0
     max_steps: int = -1
@@ -121,11 +124,12 @@ class TrainSettings:
         return cls(**{f.name: constants[f.name.upper()] for f in fields(cls) if f.name.upper() in constants})
 
 
-def total_steps(n_rows, s):
+def total_steps(lengths, s):
+    """Optimizer steps of a run over rows of these lengths (MAX_STEPS, else NUM_EPOCHS passes)."""
     if s.max_steps and s.max_steps > 0:
         return s.max_steps
-    per_epoch = math.ceil(n_rows / (s.batch_size * s.gradient_accumulation_steps))
-    return max(1, math.ceil(per_epoch * s.num_epochs))
+    batches = batches_per_epoch(lengths, s.batch_size, s.batch_tokens)
+    return max(1, math.ceil(math.ceil(batches / s.gradient_accumulation_steps) * s.num_epochs))
 
 
 def lora_config(s):
@@ -148,13 +152,6 @@ def pad_batch(rows, pad_id):
         labels[i, :n] = torch.tensor(r["labels"])
         mask[i, :n] = 1
     return ids, mask, labels
-
-
-def batch_order(n_rows, batch_size, seed, epoch):
-    """Shuffled row indices of one epoch, cut into batches (the same for the same seed and epoch)."""
-    import torch
-    generator = torch.Generator().manual_seed(seed + epoch)
-    return [chunk.tolist() for chunk in torch.randperm(n_rows, generator=generator).split(batch_size)]
 
 
 def mean_loss(model, rows, pad_id, batch_size=8):
@@ -196,7 +193,8 @@ def train_cpu(model, rows, pad_id, s, eval_rows=None, on_log=None, bf16=None, ou
     bf16 = cpu_supports_bf16() if bf16 is None else bf16
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=s.learning_rate, weight_decay=s.weight_decay)
-    steps = total_steps(len(rows), s)
+    lengths = [len(r["input_ids"]) for r in rows]
+    steps = total_steps(lengths, s)
     scheduler = get_scheduler(s.lr_scheduler_type, optimizer, num_warmup_steps=s.warmup_steps,
                               num_training_steps=steps)
     state = {"step": 0, "epoch": 0, "batch": 0, "tokens": 0, "history": [], "best": None}
@@ -209,10 +207,10 @@ def train_cpu(model, rows, pad_id, s, eval_rows=None, on_log=None, bf16=None, ou
     while state["step"] < steps:
         step_loss, step_tokens = 0.0, 0
         for _ in range(s.gradient_accumulation_steps):
-            order = batch_order(len(rows), s.batch_size, s.seed, state["epoch"])
+            order = epoch_batches(lengths, s.batch_size, s.batch_tokens, s.seed, state["epoch"])
             if state["batch"] >= len(order):
                 state["epoch"], state["batch"] = state["epoch"] + 1, 0
-                order = batch_order(len(rows), s.batch_size, s.seed, state["epoch"])
+                order = epoch_batches(lengths, s.batch_size, s.batch_tokens, s.seed, state["epoch"])
             ids, mask, labels = pad_batch([rows[i] for i in order[state["batch"]]], pad_id)
             state["batch"] += 1
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -358,8 +356,11 @@ def check_output_space(output_dir, model_path, s):
 
 
 def effective_batch(s, processes=1):
-    """Rows per optimizer step: per-device batch x gradient accumulation x processes."""
-    return s.batch_size * s.gradient_accumulation_steps * processes
+    """Rows per optimizer step (with BATCH_TOKENS: padded tokens at most): per device x accumulation x processes."""
+    per_device = s.batch_tokens if s.batch_tokens > 0 else s.batch_size
+    key = "effective batch (padded tokens per step, at most)" if s.batch_tokens > 0 else "effective batch (rows per step)"
+    return {key: f"{per_device * s.gradient_accumulation_steps * processes} = {per_device} per device x "
+                 f"{s.gradient_accumulation_steps} accumulated x {processes} process(es)"}
 
 
 def run_summary(train, test, history, device, s, processes=1):
@@ -371,8 +372,7 @@ def run_summary(train, test, history, device, s, processes=1):
     facts = {"device": device, "train rows": len(train.rows), "test rows": len(test.rows),
              "rows cut at MAX_SEQ_LENGTH": train.n_truncated + test.n_truncated,
              "longest row (tokens)": max(train.longest, test.longest),
-             "effective batch (rows per step)": f"{effective_batch(s, processes)} = {s.batch_size} per device x "
-                                                f"{s.gradient_accumulation_steps} accumulated x {processes} process(es)",
+             **effective_batch(s, processes),
              "optimizer steps": max([h.get("step", 0) for h in history] or [0]),
              "first train loss": losses[0] if losses else None, "last train loss": losses[-1] if losses else None,
              "eval loss (test split)": evals[-1] if evals else None, "wall time (s)": wall}

@@ -19,12 +19,15 @@ def unsloth_available():
 
 
 def load_unsloth_model(model_path, s, load_in_4bit=True, use_gradient_checkpointing="unsloth"):
-    """Base model (4-bit QLoRA or 16-bit) with LoRA on all linear projections, via Unsloth."""
+    """Base model (4-bit QLoRA or 16-bit) with LoRA on all linear projections, via Unsloth.
+    s.offload_embedding: keep the input embedding in CPU memory (else Unsloth moves it only when memory is tight)."""
     from unsloth import FastLanguageModel
     from .distributed import local_rank, world_size
-    placement = {"device_map": {"": local_rank()}} if world_size() > 1 else {}  # one GPU per process
+    options = {"device_map": {"": local_rank()}} if world_size() > 1 else {}  # one GPU per process
+    if s.offload_embedding:
+        options["offload_embedding"] = True
     model, tokenizer = FastLanguageModel.from_pretrained(model_name=model_path, max_seq_length=s.max_seq_length,
-                                                         load_in_4bit=load_in_4bit, dtype=None, **placement)
+                                                         load_in_4bit=load_in_4bit, dtype=None, **options)
     model = FastLanguageModel.get_peft_model(model, r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,
                                              target_modules=list(s.target_modules), bias="none",
                                              use_gradient_checkpointing=use_gradient_checkpointing,
@@ -32,50 +35,15 @@ def load_unsloth_model(model_path, s, load_in_4bit=True, use_gradient_checkpoint
     return model, tokenizer
 
 
-BATCHINGS = ("grouped", "padded", "padding_free")
-
-
-class LengthGroupedSampler:
-    """Row order for padded batches of similar length: shuffle, cut into windows of `window` batches, sort each
-    window by length, cut it into batches of `batch_size`, then shuffle the batches (the longest batch first, so
-    that a run that will not fit in memory stops at once). Few pad tokens, and no long-rows-first drift over an
-    epoch (transformers' own group_by_length sorts windows of 50 batches longest first, i.e. a whole small
-    dataset). `set_epoch` (called by the Trainer through accelerate) gives each epoch its own order, the same one
-    again when a run resumes."""
-
-    def __init__(self, lengths, batch_size, seed=0, window=64):
-        self.lengths, self.batch_size, self.seed, self.window, self.epoch = list(lengths), batch_size, seed, window, 0
-
-    def set_epoch(self, epoch):
-        self.epoch = int(epoch)
-
-    def __len__(self):
-        return len(self.lengths)
-
-    def __iter__(self):
-        import random
-        rng = random.Random(self.seed * 1000003 + self.epoch)
-        order = list(range(len(self.lengths)))
-        rng.shuffle(order)
-        size = self.batch_size * self.window
-        batches, tail = [], []
-        for start in range(0, len(order), size):
-            chunk = sorted(order[start:start + size], key=lambda i: -self.lengths[i])
-            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        if batches and len(batches[-1]) < self.batch_size:
-            tail = batches.pop()  # a short last batch stays last: the DataLoader cuts batches in this order
-        rng.shuffle(batches)
-        if batches:
-            longest = max(range(len(batches)), key=lambda b: self.lengths[batches[b][0]])
-            batches.insert(0, batches.pop(longest))
-        return iter([i for batch in batches + [tail] for i in batch])
+BATCHINGS = ("grouped", "padded", "padding_free", "tokens")
 
 
 def train_unsloth(model, tokenizer, rows, s, output_dir, eval_rows=None, on_log=None, batching="grouped",
                   resume_from=None, padding_free=None, pad_to_multiple_of=64):
     """TRL SFTTrainer on pre-tokenized rows (input_ids + labels: the prompt is already masked).
 
-    batching: "grouped" (default): padded batches of rows of similar length (LengthGroupedSampler), which run
+    batching: "tokens" whenever s.batch_tokens > 0: batches of rows of similar length, as many as fit in
+    s.batch_tokens padded tokens (TokenBudgetBatchSampler), so short rows no longer make light steps; "grouped" (default): padded batches of rows of similar length (LengthGroupedSampler), which run
     Unsloth's compiled decoder blocks and carry few pad tokens; "padded": padded batches in random order;
     "padding_free": each batch flattened into one row (TRL padding_free), no pad tokens but, on this stack, no
     compiled blocks and one attention call per distinct row length (see bench/README.md). `padding_free=True`
@@ -86,9 +54,12 @@ def train_unsloth(model, tokenizer, rows, s, output_dir, eval_rows=None, on_log=
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
+    from .batching import LengthGroupedSampler, TokenBudgetBatchSampler
 
     if padding_free is not None:
         batching = "padding_free" if padding_free else "grouped"
+    if s.batch_tokens and s.batch_tokens > 0:
+        batching = "tokens"
     if batching not in BATCHINGS:
         raise ValueError(f"batching must be one of {BATCHINGS}, not {batching!r}")
     padding_free = batching == "padding_free"
@@ -147,6 +118,19 @@ def train_unsloth(model, tokenizer, rows, s, output_dir, eval_rows=None, on_log=
                 return LengthGroupedSampler([len(ids) for ids in dataset["input_ids"]],
                                             self.args.per_device_train_batch_size, seed=self.args.seed)
         trainer_class = GroupedSFTTrainer
+    elif batching == "tokens":
+        class TokenBudgetSFTTrainer(SFTTrainer):
+            def get_train_dataloader(self):
+                """The Trainer's loader with our batch_sampler; accelerate gives each process every n-th batch,
+                and the Trainer's set_epoch reaches the sampler (transformers 5.17), also on resume."""
+                from torch.utils.data import DataLoader
+                dataset = self._remove_unused_columns(self.train_dataset, description="training")
+                sampler = TokenBudgetBatchSampler([len(ids) for ids in dataset["input_ids"]], s.batch_tokens,
+                                                  seed=self.args.seed, multiple=pad_to_multiple_of or 1)
+                return self.accelerator.prepare(DataLoader(
+                    dataset, batch_sampler=sampler, collate_fn=self.data_collator,
+                    num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory))
+        trainer_class = TokenBudgetSFTTrainer
     trainer = trainer_class(model=model, processing_class=tokenizer, args=config, callbacks=[Log()],
                             train_dataset=Dataset.from_list(rows),
                             eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None)
