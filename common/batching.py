@@ -27,10 +27,15 @@ def token_budget_batches(lengths, max_tokens, multiple=64):
     return batches
 
 
+def epoch_rng(seed, epoch):
+    """The random order of one epoch: the same for the same seed and epoch (so a resumed run repeats it)."""
+    return random.Random(seed * 1000003 + epoch)
+
+
 def shuffle_batches(batches, seed, epoch):
     """The batches in the order of one epoch (seeded by seed and epoch), the one with the longest row first, so
     that a run that will not fit in memory stops at its first step."""
-    rng = random.Random(seed * 1000003 + epoch)
+    rng = epoch_rng(seed, epoch)
     rest = list(batches[1:])
     rng.shuffle(rest)
     return list(batches[:1]) + rest
@@ -91,7 +96,7 @@ class LengthGroupedSampler:
         return len(self.lengths)
 
     def __iter__(self):
-        rng = random.Random(self.seed * 1000003 + self.epoch)
+        rng = epoch_rng(self.seed, self.epoch)
         order = list(range(len(self.lengths)))
         rng.shuffle(order)
         size = self.batch_size * self.window

@@ -4,6 +4,7 @@ Two paths, same data, same formatting, same adapter format:
 - CUDA + Unsloth: FastLanguageModel (QLoRA or 16-bit LoRA), gradient checkpointing "unsloth", TRL SFTTrainer.
 - CPU: transformers + PEFT in a plain PyTorch loop (TRL on the CPU was measured ~100x slower).
 """
+import functools
 import json
 import math
 import os
@@ -195,6 +196,9 @@ def train_cpu(model, rows, pad_id, s, eval_rows=None, on_log=None, bf16=None, ou
     optimizer = torch.optim.AdamW(params, lr=s.learning_rate, weight_decay=s.weight_decay)
     lengths = [len(r["input_ids"]) for r in rows]
     steps = total_steps(lengths, s)
+    # one epoch's batch plan, made once per epoch rather than at every step
+    batches_of = functools.lru_cache(maxsize=1)(
+        lambda epoch: epoch_batches(lengths, s.batch_size, s.batch_tokens, s.seed, epoch))
     scheduler = get_scheduler(s.lr_scheduler_type, optimizer, num_warmup_steps=s.warmup_steps,
                               num_training_steps=steps)
     state = {"step": 0, "epoch": 0, "batch": 0, "tokens": 0, "history": [], "best": None}
@@ -207,10 +211,10 @@ def train_cpu(model, rows, pad_id, s, eval_rows=None, on_log=None, bf16=None, ou
     while state["step"] < steps:
         step_loss, step_tokens = 0.0, 0
         for _ in range(s.gradient_accumulation_steps):
-            order = epoch_batches(lengths, s.batch_size, s.batch_tokens, s.seed, state["epoch"])
+            order = batches_of(state["epoch"])
             if state["batch"] >= len(order):
                 state["epoch"], state["batch"] = state["epoch"] + 1, 0
-                order = epoch_batches(lengths, s.batch_size, s.batch_tokens, s.seed, state["epoch"])
+                order = batches_of(state["epoch"])
             ids, mask, labels = pad_batch([rows[i] for i in order[state["batch"]]], pad_id)
             state["batch"] += 1
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -357,8 +361,9 @@ def check_output_space(output_dir, model_path, s):
 
 def effective_batch(s, processes=1):
     """Rows per optimizer step (with BATCH_TOKENS: padded tokens at most): per device x accumulation x processes."""
-    per_device = s.batch_tokens if s.batch_tokens > 0 else s.batch_size
-    key = "effective batch (padded tokens per step, at most)" if s.batch_tokens > 0 else "effective batch (rows per step)"
+    per_device, unit = (s.batch_tokens, "padded tokens per step, at most") if s.batch_tokens > 0 \
+        else (s.batch_size, "rows per step")
+    key = f"effective batch ({unit})"
     return {key: f"{per_device * s.gradient_accumulation_steps * processes} = {per_device} per device x "
                  f"{s.gradient_accumulation_steps} accumulated x {processes} process(es)"}
 

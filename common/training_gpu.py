@@ -43,7 +43,8 @@ def train_unsloth(model, tokenizer, rows, s, output_dir, eval_rows=None, on_log=
     """TRL SFTTrainer on pre-tokenized rows (input_ids + labels: the prompt is already masked).
 
     batching: "tokens" whenever s.batch_tokens > 0: batches of rows of similar length, as many as fit in
-    s.batch_tokens padded tokens (TokenBudgetBatchSampler), so short rows no longer make light steps; "grouped" (default): padded batches of rows of similar length (LengthGroupedSampler), which run
+    s.batch_tokens padded tokens (TokenBudgetBatchSampler), so short rows no longer make light steps;
+    "grouped" (default): padded batches of rows of similar length (LengthGroupedSampler), which run
     Unsloth's compiled decoder blocks and carry few pad tokens; "padded": padded batches in random order;
     "padding_free": each batch flattened into one row (TRL padding_free), no pad tokens but, on this stack, no
     compiled blocks and one attention call per distinct row length (see bench/README.md). `padding_free=True`

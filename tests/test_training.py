@@ -80,8 +80,8 @@ def _train(embedded_path, rows, pad_id, settings, **kwargs):
 def test_killed_run_resumed_ends_with_the_same_adapter(embedded_path, tokenizer, tmp_path, batch_tokens):
     from common.checkpoints import checkpoint_dirs, latest_checkpoint
     rows = tokenize_rows(RECORDS * 2, tokenizer, "chat", 256).rows
-    settings = TrainSettings(batch_size=2, batch_tokens=batch_tokens, max_steps=4, learning_rate=1e-3, warmup_steps=1, seed=0,
-                             save_steps=2, save_total_limit=1, lora_dropout=0.1)
+    settings = TrainSettings(batch_size=2, batch_tokens=batch_tokens, max_steps=4, learning_rate=1e-3,
+                             warmup_steps=1, seed=0, save_steps=2, save_total_limit=1, lora_dropout=0.1)
     whole = _train(embedded_path, rows, tokenizer.pad_token_id, settings)
     try:  # a run killed during step 3: its checkpoint of step 2 is the latest
         _train(embedded_path, rows, tokenizer.pad_token_id, settings, output_dir=tmp_path,

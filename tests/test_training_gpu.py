@@ -9,4 +9,3 @@ def test_unsloth_availability_says_why_not():
         assert ok or "Unsloth" in why
     else:
         assert not ok and why == "no CUDA GPU"
-
