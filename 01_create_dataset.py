@@ -7,22 +7,26 @@ join the PDF records, or replace them when the PDF folder is empty.
 """
 import sys
 
-from common.byod import ByodError, load_byod, print_byod_summary
-from common.config import apply_cli_overrides, hf_token
-from common.convert import convert_folder, has_pdfs, print_conversion_summary
-from common.dataset import (build_dataset_dict, deduplicate, push_dataset, records_from_markdown, save_dataset,
-                            split_by_section)
-from common.knowledge import questions_from_records, write_questions
+from common.byod import load_byod, print_byod_summary
+from common.config import hf_token, parse_settings
+from common.dataset import (build_dataset_dict, deduplicate, entity_records, push_dataset, records_from_markdown,
+                            save_dataset, split_by_section)
+from common.errors import PipelineError
+from common.knowledge import questions_from_records, write_plain_questions, write_questions
 from common.models import load_tokenizer, resolve_model_path
+from common.pdf import convert_folder, has_pdfs, print_conversion_summary
+from common.settings import DatasetSettings
 
 PDF_DIR = "docs/pdf"  # folder of input PDFs
 MD_DIR = "docs/md"  # folder for the converted markdown (and the conversion cache and report)
 DATASET_DIR = "data/dataset"  # where the DatasetDict, JSONL files and dataset card are saved
-CONVERTER = "auto"  # auto (marker if its models are reachable, else text), marker or text
+CONVERTER = "auto"  # auto (text layer; marker on a CUDA GPU or for pages without one), marker or text
 FORCE = False  # convert every PDF again, ignoring the cache
 MODEL_NAME = "embedded/SmolLM2-135M-Instruct"  # tokenizer that measures chunks: use the model you will train
 CHUNK_TOKENS = 256  # largest chunk, in tokens of MODEL_NAME's tokenizer
 CHUNK_OVERLAP = 32  # tokens repeated from the end of one chunk at the start of the next (same section)
+FACT_VARIANTS = 3  # records per fact-bearing sentence: the sentence, asked about its topic in different words
+EXCLUDED_SECTIONS = ["References", "Bibliography", "Acknowledg", "Funding"]  # sections kept out of the records
 TEST_FRACTION = 0.1  # share of sections held out as the test split
 SEED = 42  # seed of the train/test split
 PUSH_TO_HUB = False  # also push the dataset to the Hugging Face Hub (private), after saving it locally
@@ -33,34 +37,41 @@ FROM_CSV = ""  # the same from a CSV file (conversations as a JSON string in its
 
 
 def main():
-    settings = apply_cli_overrides(globals())
-    own = [(path, fmt) for path, fmt in ((FROM_JSONL, "jsonl"), (FROM_CSV, "csv")) if path]
+    s = parse_settings(DatasetSettings, globals())
+    own = [(path, fmt) for path, fmt in ((s.from_jsonl, "jsonl"), (s.from_csv, "csv")) if path]
     records, failed = [], False
-    if has_pdfs(PDF_DIR) or not own:
-        results = convert_folder(PDF_DIR, MD_DIR, CONVERTER, FORCE)
-        failed = print_conversion_summary(results, MD_DIR)
-        tokenizer = load_tokenizer(resolve_model_path(MODEL_NAME))
-        records = records_from_markdown(results, tokenizer, CHUNK_TOKENS, CHUNK_OVERLAP)
+    if has_pdfs(s.pdf_dir) or not own:
+        results = convert_folder(s.pdf_dir, s.md_dir, converter=s.converter, force=s.force)
+        failed = print_conversion_summary(results, s.md_dir)
+        tokenizer = load_tokenizer(resolve_model_path(s.model_name))
+        records = records_from_markdown(results, tokenizer, chunk_tokens=s.chunk_tokens, chunk_overlap=s.chunk_overlap,
+                                        fact_variants=s.fact_variants, excluded_sections=s.excluded_sections)
     for path, fmt in own:
-        try:
-            rows, problems = load_byod(path, fmt)
-        except ByodError as error:
-            sys.exit(str(error))
+        rows, problems = load_byod(path, fmt)
         print_byod_summary(path, rows, problems)
         records += rows
     if not records:
-        sys.exit(f"No records: no PDF in {PDF_DIR} could be converted (see above).")
-    train, test = split_by_section(deduplicate(records), TEST_FRACTION, SEED)
+        sys.exit(f"No records: no PDF in {s.pdf_dir} could be converted (see above).")
+    train, test = split_by_section(deduplicate(records), s.test_fraction, s.seed)
+    train += entity_records(train)  # after the split: a test section's sentences never reach training
     dataset = build_dataset_dict(train, test)
-    save_dataset(dataset, DATASET_DIR, meta={**settings, "tokenizer": MODEL_NAME})
-    questions = write_questions(DATASET_DIR, questions_from_records(train))
-    print(f"Saved {len(train)} train and {len(test)} test records to {DATASET_DIR}; closed-book questions: {questions}")
-    if PUSH_TO_HUB:
-        error = push_dataset(DATASET_DIR, HUB_DATASET_ID, hf_token(), HUB_PRIVATE)
-        print(error or f"Pushed to the Hub: {HUB_DATASET_ID} (private={HUB_PRIVATE})")
-        failed = failed or bool(error)
+    save_dataset(dataset, s.dataset_dir, meta={**s.as_dict(), "tokenizer": s.model_name})
+    cloze = write_questions(s.dataset_dir, questions_from_records(train))
+    plain = write_plain_questions(s.dataset_dir, train=train, pdf_dir=s.pdf_dir)
+    print(f"Saved {len(train)} train and {len(test)} test records to {s.dataset_dir}; knowledge-check questions: "
+          f"{cloze.name}, {plain.name}")
+    if s.push_to_hub:
+        try:
+            push_dataset(s.dataset_dir, s.hub_dataset_id, hf_token(), private=s.hub_private)
+            print(f"Pushed to the Hub: {s.hub_dataset_id} (private={s.hub_private})")
+        except PipelineError as error:  # the saved dataset stays; the exit code says the push failed
+            print(error)
+            failed = True
     return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except PipelineError as error:  # each says what to do
+        sys.exit(f"Error: {error}")

@@ -5,23 +5,27 @@ PEFT in a plain PyTorch loop on the CPU. Same data, prompt format, LoRA settings
 """
 import sys
 
-from common.config import apply_cli_overrides, hf_token
-from common.dataset import load_dataset_dir
-from common.distributed import (LaunchError, check_launch, is_main_process, main_process_first, quiet_unless_main,
-                                world_size)
+from common.adapter import save_adapter
+from common.checkpoints import check_output_space
+from common.config import hf_token, parse_settings, set_environment_defaults
+from common.dataset import check_dataset_tokenizer, load_dataset_dir
+from common.distributed import check_launch, is_main_process, main_process_first, say, world_size
+from common.errors import PipelineError
 from common.evaluation import knowledge_check
-from common.export import ExportError, check_push_settings, push_folder
-from common.models import ModelError, load_tokenizer, resolve_model_path
-from common.report import write_training_report
-from common.training import (TrainSettings, check_dataset_tokenizer, check_output_space, check_tokenized,
-                             choose_device, load_model_for_training, resume_checkpoint, run_summary, save_adapter,
-                             tokenize_cached, train_model)
+from common.export import check_push_settings, push_folder
+from common.models import choose_device, load_tokenizer, resolve_model_path
+from common.replay import mix_replay, replay_records
+from common.report import run_summary, write_training_report
+from common.settings import TrainSettings
+from common.tokenizing import check_tokenized, tokenize_cached
+from common.training import load_model_for_training, resume_checkpoint, train_model
 
 DATASET_DIR = "data/dataset"  # the dataset saved by 01_create_dataset.py
 OUTPUT_DIR = "outputs/run"  # where the adapter, checkpoints and report go
 MODEL_NAME = "embedded/SmolLM2-135M-Instruct"  # base model: embedded, a local folder or a Hub name
 PROMPT_FORMAT = "chat"  # chat (the model's chat template) or alpaca (the classic Alpaca prompt)
 TRAIN_ON_RESPONSES_ONLY = True  # mask the prompt from the loss
+REPLAY_FRACTION = 0.2  # share of rows that are the base model's own answers to everyday prompts (keeps what it knew)
 MAX_SEQ_LENGTH = 1024  # longest tokenized row; longer rows are cut, counted and reported
 LOAD_IN_4BIT = True  # GPU: QLoRA (4-bit base); False for 16-bit LoRA
 OFFLOAD_EMBEDDING = False  # GPU: keep the input embedding in CPU memory (Llama-3.1-8B: 1 GiB less GPU memory)
@@ -31,11 +35,13 @@ LORA_DROPOUT = 0.0  # dropout on the LoRA layers
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # layers with LoRA
 USE_RSLORA = False  # rank-stabilised LoRA scaling
 LEARNING_RATE = 1e-3  # peak learning rate
+WEIGHT_DECAY = 0.0  # AdamW weight decay on the LoRA weights
+LR_SCHEDULER_TYPE = "linear"  # learning-rate schedule after the warm-up (transformers' names: linear, cosine...)
 WARMUP_STEPS = 3  # linear warm-up steps
 BATCH_SIZE = 4  # rows per device per step
-BATCH_TOKENS = 0  # > 0: instead, rows of similar length up to this many padded tokens a step (mixed lengths: faster)
+BATCH_TOKENS = 1024  # > 0: rows of similar length up to this many padded tokens a step (0: BATCH_SIZE rows)
 GRADIENT_ACCUMULATION_STEPS = 1  # batches per optimizer step
-NUM_EPOCHS = 5.0  # passes over the train split (ignored when MAX_STEPS > 0)
+NUM_EPOCHS = 2.0  # passes over the train split (ignored when MAX_STEPS > 0)
 MAX_STEPS = -1  # stop after this many optimizer steps (-1: use NUM_EPOCHS)
 LOGGING_STEPS = 1  # log the training loss every N steps
 EVAL_STEPS = 10  # loss on the test split every N steps (0: only at the end)
@@ -50,39 +56,43 @@ DEVICE = "auto"  # auto (CUDA + Unsloth if there, else CPU), cuda or cpu
 
 
 def main():
-    settings = apply_cli_overrides(globals())
-    quiet_unless_main()  # under torchrun / accelerate launch, only the main process prints and writes
-    device = choose_device(DEVICE)  # first: Unsloth must be imported before transformers to patch it
+    s = parse_settings(TrainSettings, globals())
+    set_environment_defaults()
+    device = choose_device(s.device)  # first: Unsloth must be imported before transformers to patch it
     check_launch(device)
-    if PUSH_TO_HUB:
-        check_push_settings(HUB_MODEL_ID, hf_token())  # fail now, not after training
-    train_settings = TrainSettings.from_constants(settings)
-    dataset = load_dataset_dir(DATASET_DIR)
-    model_path = resolve_model_path(MODEL_NAME)
+    if s.push_to_hub:
+        check_push_settings(s.hub_model_id, hf_token())  # fail now, not after training
+    dataset = load_dataset_dir(s.dataset_dir)
+    model_path = resolve_model_path(s.model_name)
     tokenizer = load_tokenizer(model_path)
-    check_dataset_tokenizer(DATASET_DIR, tokenizer)
-    with main_process_first():  # tokenized once, by the main process; the others read its cache
-        train, test = (tokenize_cached(dataset[split], tokenizer, PROMPT_FORMAT, MAX_SEQ_LENGTH,
-                                       TRAIN_ON_RESPONSES_ONLY, f"{OUTPUT_DIR}/tokenized/{split}.json")
+    check_dataset_tokenizer(s.dataset_dir, tokenizer)
+    with main_process_first():  # replay made and rows tokenized once, by the main process; the others read caches
+        replay = replay_records(model_name=s.model_name, model_path=model_path, tokenizer=tokenizer,
+                                prompt_format=s.prompt_format, device=device) if s.replay_fraction > 0 else []
+        records = {"train": mix_replay(list(dataset["train"]), replay, s.replay_fraction), "test": dataset["test"]}
+        train, test = (tokenize_cached(records[split], tokenizer, s.prompt_format, s.max_seq_length,
+                                       responses_only=s.train_on_responses_only,
+                                       cache_file=f"{s.output_dir}/tokenized/{split}.json")
                        for split in ("train", "test"))
     check_tokenized(train, tokenizer)
-    check_output_space(OUTPUT_DIR, model_path, train_settings)
-    resume_from = resume_checkpoint(OUTPUT_DIR, RESUME)
-    model = load_model_for_training(model_path, train_settings, device, LOAD_IN_4BIT)
-    history = train_model(model, tokenizer, train.rows, train_settings, device, OUTPUT_DIR, test.rows, resume_from)
-    adapter_dir = save_adapter(model, tokenizer, OUTPUT_DIR, settings, history)
-    summary = run_summary(train, test, history, device, train_settings, world_size())
-    report = write_training_report(OUTPUT_DIR, settings, summary, history)
-    print(f"Adapter saved to {adapter_dir}; report: {report}")
-    if EVALUATE and is_main_process():
-        knowledge_check(model, tokenizer, test.rows, DATASET_DIR, PROMPT_FORMAT, OUTPUT_DIR)
-    if PUSH_TO_HUB and is_main_process():  # last: a failed push loses nothing
-        print(f"Pushed {adapter_dir} to {push_folder(adapter_dir, HUB_MODEL_ID, hf_token())}")
+    check_output_space(s.output_dir, model_path, s)
+    resume_from = resume_checkpoint(s.output_dir, s.resume)
+    model = load_model_for_training(model_path, s, device)
+    history = train_model(model, tokenizer, train.rows, s, device=device, eval_rows=test.rows, resume_from=resume_from)
+    adapter_dir = save_adapter(model, tokenizer, s, history)
+    summary = run_summary(train, test, history, device=device, s=s, processes=world_size())
+    report = write_training_report(s, summary, history)
+    say(f"Adapter saved to {adapter_dir}; report: {report}")
+    if s.evaluate and is_main_process():
+        knowledge_check(model, tokenizer, test_rows=test.rows, dataset_dir=s.dataset_dir,
+                        prompt_format=s.prompt_format, output_dir=s.output_dir)
+    if s.push_to_hub and is_main_process():  # last: a failed push loses nothing
+        say(f"Pushed {adapter_dir} to {push_folder(adapter_dir, s.hub_model_id, hf_token())}")
     return 0
 
 
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except (ModelError, LaunchError, ExportError, ValueError, OSError) as error:  # each says what to do
+    except PipelineError as error:  # each says what to do
         sys.exit(f"Error: {error}")

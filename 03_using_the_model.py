@@ -5,12 +5,13 @@
 """
 import sys
 
-from common.config import apply_cli_overrides
+from common.config import parse_settings, set_environment_defaults
+from common.errors import PipelineError
 from common.evaluation import evaluate_adapter
-from common.export import ExportError, export
+from common.export import export
 from common.inference import answer
-from common.models import ModelError
-from common.training import choose_device
+from common.models import choose_device
+from common.settings import AnswerSettings
 
 ADAPTER_DIR = "outputs/run/adapter"  # the adapter folder written by 02_fine_tuning.py
 MODEL_NAME = None  # base model; None: the one the adapter was trained on
@@ -37,26 +38,25 @@ EVALUATE = False  # knowledge check instead of answering: base vs tuned on DATAS
 DATASET_DIR = "data/dataset"  # the dataset of step 01, for --evaluate (test split and closed-book questions)
 
 
-
 def main():
-    apply_cli_overrides(globals())
-    exporting = MERGE_TO or GGUF_TO or PUSH_TO_HUB
-    answering = PROMPT or PROMPTS_FILE or not exporting  # an export alone does not open the chat
-    device = choose_device(DEVICE) if answering or EVALUATE else "cpu"  # first: Unsloth patches transformers
-    if EVALUATE:
-        evaluate_adapter(ADAPTER_DIR, DATASET_DIR, MODEL_NAME, PROMPT_FORMAT, device)
+    s = parse_settings(AnswerSettings, globals())
+    set_environment_defaults()
+    exporting = s.merge_to or s.gguf_to or s.push_to_hub
+    answering = s.prompt or s.prompts_file or not exporting  # an export alone does not open the chat
+    device = choose_device(s.device) if answering or s.evaluate else "cpu"  # first: Unsloth patches transformers
+    if s.evaluate:
+        evaluate_adapter(s.adapter_dir, dataset_dir=s.dataset_dir, model_name=s.model_name,
+                         prompt_format=s.prompt_format, device=device)
         return 0
     if exporting:
-        export(ADAPTER_DIR, MERGE_TO, GGUF_TO, GGUF_QUANT, PUSH_TO_HUB, HUB_MODEL_ID, MODEL_NAME, MERGE_DTYPE)
+        export(s)
     if answering:
-        answer(ADAPTER_DIR, PROMPT, PROMPTS_FILE, COMPARE, MODEL_NAME, device, PROMPT_FORMAT, BATCH_SIZE, ANSWERS_FILE,
-               COMPARE_FILE, max_new_tokens=MAX_NEW_TOKENS, temperature=TEMPERATURE, top_p=TOP_P,
-               repetition_penalty=REPETITION_PENALTY, seed=SEED)
+        answer(s, device=device)
     return 0
 
 
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except (ModelError, ExportError, ValueError, OSError) as error:  # each says what to do
+    except PipelineError as error:  # each says what to do
         sys.exit(f"Error: {error}")

@@ -53,12 +53,12 @@ $(LLAMA_CPP_STAMP): | $(STAMP)
 	touch $@
 
 demo: setup
-	$(BIN)/python 01_create_dataset.py
+	$(BIN)/python 01_create_dataset.py --converter text  # never marker model downloads, GPU or not
 	$(BIN)/python 02_fine_tuning.py
 	$(BIN)/python 03_using_the_model.py --prompt "What is the Velmora tidal-lichen?"
 
 test: setup llama-cpp
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=5 tests
 
 bench: setup
 	$(BIN)/python bench/bench_cpu_training.py

@@ -20,14 +20,16 @@ from common.models import load_causal_lm, load_tokenizer, prepare_embedded_model
 from common.pdf import convert_text_layer  # noqa: E402
 from common.chunking import chunk_markdown  # noqa: E402
 from common.dataset import records_from_chunk  # noqa: E402
-from common.training import (TrainSettings, cpu_supports_bf16, lora_config, pad_batch, tokenize_rows,  # noqa: E402
-                             train_cpu)
+from common.settings import TrainSettings  # noqa: E402
+from common.tokenizing import pad_batch, tokenize_rows  # noqa: E402
+from common.training import cpu_supports_bf16, lora_config, train_cpu  # noqa: E402
 
 
 def sample_rows(tokenizer, n):
     markdown = convert_text_layer(Path(__file__).resolve().parent.parent / "docs/pdf/sample_paper.pdf")
     count = lambda t: len(tokenizer(t, add_special_tokens=False)["input_ids"])  # noqa: E731
-    records = [r for c in chunk_markdown(markdown, count, 256, 32) for r in records_from_chunk(c, "sample.pdf")]
+    chunks = chunk_markdown(markdown, count, chunk_tokens=256, chunk_overlap=32)
+    records = [r for c in chunks for r in records_from_chunk(c, "sample.pdf")]
     return tokenize_rows(records[:n], tokenizer, "chat", 1024).rows
 
 
@@ -36,7 +38,7 @@ def fresh_model(path, settings):
     return get_peft_model(load_causal_lm(path), lora_config(settings))
 
 
-def plain_loop(model, rows, pad_id, steps, bf16):
+def plain_loop(model, rows, pad_id, *, steps, bf16):
     ids, mask, labels = pad_batch(rows, pad_id)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
     for step in range(steps + 1):
@@ -50,12 +52,11 @@ def plain_loop(model, rows, pad_id, steps, bf16):
     return int(mask.sum()) * steps / (time.perf_counter() - start)
 
 
-def pipeline_loop(model, rows, pad_id, steps, settings, bf16):
+def pipeline_loop(model, rows, pad_id, *, steps, settings, bf16):
     times = []
     def on_log(entry):
         times.append((entry["step"], entry["tokens"], time.perf_counter()))
-    settings.max_steps = steps + 1
-    train_cpu(model, rows, pad_id, settings, on_log=on_log, bf16=bf16)
+    train_cpu(model, rows, pad_id, settings.replace(max_steps=steps + 1), on_log=on_log, bf16=bf16)
     (_, tokens0, t0), (_, tokens1, t1) = times[0], times[-1]  # from the end of step 1 (warm-up) to the end
     return (tokens1 - tokens0) / (t1 - t0)
 
@@ -69,18 +70,21 @@ def main():
     path = str(prepare_embedded_model())
     tokenizer = load_tokenizer(path)
     rows = sample_rows(tokenizer, args.batch_size)
-    settings = TrainSettings(batch_size=args.batch_size, warmup_steps=0, logging_steps=1)
+    # the plain loop's optimizer: AdamW at 2e-4, no warm-up, no decay, no eval or checkpoints
+    settings = TrainSettings.defaults(batch_size=args.batch_size, batch_tokens=0, learning_rate=2e-4, warmup_steps=0,
+                                      logging_steps=1, weight_decay=0.0, gradient_accumulation_steps=1, eval_steps=0,
+                                      save_steps=0)
     bf16 = cpu_supports_bf16()
     n_tokens = sum(len(r["input_ids"]) for r in rows)
     print(f"CPU threads: {torch.get_num_threads()}, bf16 instructions: {bf16}, batch: {len(rows)} rows, "
           f"{n_tokens} real tokens, {args.steps} timed steps each")
     results = {"plain loop, fp32": plain_loop(fresh_model(path, settings), rows, tokenizer.pad_token_id,
-                                              args.steps, False)}
+                                              steps=args.steps, bf16=False)}
     if bf16:
         results["plain loop, bf16 autocast"] = plain_loop(fresh_model(path, settings), rows,
-                                                          tokenizer.pad_token_id, args.steps, True)
+                                                          tokenizer.pad_token_id, steps=args.steps, bf16=True)
     results["pipeline train_cpu"] = pipeline_loop(fresh_model(path, settings), rows, tokenizer.pad_token_id,
-                                                  args.steps, settings, bf16)
+                                                  steps=args.steps, settings=settings, bf16=bf16)
     same_precision = results["plain loop, bf16 autocast" if bf16 else "plain loop, fp32"]
     print("\n| loop | tokens/s | ratio to the same-precision plain loop |\n|---|---|---|")
     for name, rate in results.items():

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 from common.config import ROOT  # noqa: E402
-from common.convert import convert_folder  # noqa: E402
+from common.pdf import convert_folder  # noqa: E402
 from common.dataset import deduplicate, records_from_markdown  # noqa: E402
 from common.models import load_tokenizer, resolve_model_path  # noqa: E402
 from tests.test_dataset import deduplicate_pairwise  # noqa: E402  (the reference the tests compare with)
@@ -103,8 +103,9 @@ def bench_conversion(tokenizer, rows, pdf_dir, repeat):
         rows.append((f"{label} ({pages} pages)", f"{pages / seconds:.1f} pages/s", ">= 10 pages/s",
                      pages / seconds >= 10))
 
-        records_from_markdown(results[:1], tokenizer, 256, 32)  # warm the tokenizer up
-        records, seconds = timed(records_from_markdown, results, tokenizer, 256, 32, repeat=repeat)
+        chunking = dict(chunk_tokens=256, chunk_overlap=32)
+        records_from_markdown(results[:1], tokenizer, **chunking)  # warm the tokenizer up
+        records, seconds = timed(records_from_markdown, results, tokenizer, **chunking, repeat=repeat)
         rows.append((f"markdown -> records, {pages} pages ({len(records)} records)",
                      f"{pages / seconds:.0f} pages/s", ">= 500 pages/s", pages / seconds >= 500))
 

@@ -4,10 +4,11 @@
 
 Same random-init model (bench/random_model.py shapes), same rows, batch and sequence length on both sides:
 - unsloth: common.training_gpu.load_unsloth_model + train_unsloth (QLoRA r16 on all linear layers, gradient
-  checkpointing "unsloth", adamw_8bit, bf16) with its defaults: batching="grouped" (padded batches of rows of
-  similar length), pad_to_multiple_of=64. The other batchings (--variants): "unsloth-grouped-exact" (grouped,
-  padded to the batch's longest row only), "unsloth-padded" (padded batches in random order, to a multiple of 64),
-  "unsloth-padding-free" (TRL padding_free: one flattened row per batch; the default before 2026-11-23),
+  checkpointing "unsloth", adamw_8bit, bf16) with its defaults: batching "grouped" (BATCH_TOKENS is 0 here:
+  padded batches of rows of similar length), pad_to_multiple_of=64. The other batchings (--variants):
+  "unsloth-grouped-exact" (grouped, padded to the batch's longest row only), "unsloth-padded" (padded batches in
+  random order, to a multiple of 64), "unsloth-padding-free" (TRL padding_free: one flattened row per batch; the
+  default before 2026-11-23),
   "unsloth-tokens" (BATCH_TOKENS = batch x 2048: rows of similar length, as many as fit in that many padded
   tokens, so no step is lighter than a batch of full-length rows; the same memory bound as the batch). Padded
   variants other than grouped run the -var datasets only (on equal rows they batch the same). Before the timed
@@ -19,7 +20,7 @@ Same random-init model (bench/random_model.py shapes), same rows, batch and sequ
 Each path runs in its own process: Unsloth patches transformers on import, and the baseline's process sees none of
 the wheels' unsloth / unsloth_zoo / torchao (this PEFT refuses torchao 0.14.1), through a PYTHONPATH of links.
 
-Data: the sample paper's train rows (.gpu/dataset) tokenized by common.training.tokenize_rows in the chat format
+Data: the sample paper's train rows (.gpu/dataset) tokenized by common.tokenizing.tokenize_rows in the chat format
 ("short": replicated), longer rows of 128..2000 tokens made by joining rows' texts ("long"), and for each the same
 tokens cut into rows of one length ("-eq" instead of "-var"); "seq2048": rows of exactly 2048 tokens (for MFU at
 the usual sequence length). tokens/s counts real (non-padding) tokens after the
@@ -46,10 +47,10 @@ EXCLUDED_FROM_BASELINE = ("unsloth", "unsloth_zoo", "unsloth_cli", "unsloth_zoo_
 
 # ----------------------------------------------------------------------------------------------- data
 
-def build_datasets(tokenizer_dir, dataset_dir, n_rows, seed=0, long_only=False):
+def build_datasets(tokenizer_dir, dataset_dir, *, n_rows, seed=0, long_only=False):
     """{name: rows}: short-var/-eq (the paper's rows, replicated) and long-var/-eq (rows joined, 128..2000 tokens)."""
     from transformers import AutoTokenizer
-    from common.training import tokenize_rows
+    from common.tokenizing import tokenize_rows
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     records = [json.loads(line) for line in (Path(dataset_dir) / "train.jsonl").read_text().splitlines() if line]
     out = {}
@@ -57,17 +58,18 @@ def build_datasets(tokenizer_dir, dataset_dir, n_rows, seed=0, long_only=False):
         short = tokenize_rows(records, tokenizer, "chat", 2048).rows
         out["short-var"] = [short[i % len(short)] for i in range(n_rows)]
     rng = random.Random(seed)
-    out["long-var"] = tokenize_rows(joined_records(records, tokenizer, n_rows, lambda: rng.randint(128, 2000)),
+    out["long-var"] = tokenize_rows(joined_records(records, tokenizer, n_rows=n_rows,
+                                                   target_len=lambda: rng.randint(128, 2000)),
                                     tokenizer, "chat", 2048).rows
     for name in list(out):
         out[name.replace("-var", "-eq")] = equal_rows(out[name])
     # rows longer than 2048 tokens, cut at 2048 by tokenize_rows: all exactly 2048 long
-    out["seq2048"] = tokenize_rows(joined_records(records, tokenizer, n_rows, lambda: 2100), tokenizer, "chat",
-                                   2048).rows
+    out["seq2048"] = tokenize_rows(joined_records(records, tokenizer, n_rows=n_rows, target_len=lambda: 2100),
+                                   tokenizer, "chat", 2048).rows
     return out, tokenizer
 
 
-def joined_records(records, tokenizer, n_rows, target_len):
+def joined_records(records, tokenizer, *, n_rows, target_len):
     """n_rows Alpaca records whose outputs join the paper's rows' outputs up to target_len() tokens."""
     out, k = [], 0
     for _ in range(n_rows):
@@ -127,26 +129,26 @@ class Timer:
 def run_unsloth(args, datasets):
     import torch
     import unsloth  # noqa: F401  (first: it patches transformers, peft and trl)
-    from common.training import TrainSettings
-    from common.training_gpu import load_unsloth_model, train_unsloth
-    s = TrainSettings(batch_size=args.batch, max_steps=args.warmup + args.steps, max_seq_length=2048,
-                      learning_rate=2e-4, warmup_steps=2, logging_steps=1, num_epochs=1.0,
-                      offload_embedding=args.worker == "unsloth-offload")
+    from common.settings import TrainSettings
+    from common.training_gpu import load_unsloth_model
+    # the old TrainSettings defaults where 02's constants differ (no evaluation, no checkpoints, 1 epoch)
+    s = TrainSettings.defaults(batch_size=args.batch, max_steps=args.warmup + args.steps, max_seq_length=2048,
+                               learning_rate=2e-4, warmup_steps=2, logging_steps=1, num_epochs=1.0, eval_steps=0,
+                               save_steps=0, batch_tokens=0, load_in_4bit=True,
+                               offload_embedding=args.worker == "unsloth-offload")
     t = time.time()
-    model, tokenizer = load_unsloth_model(args.model, s, load_in_4bit=True)
+    model, tokenizer = load_unsloth_model(args.model, s)
     print(f"[{args.worker}] model loaded in {time.time() - t:.0f} s, {torch.cuda.memory_allocated() / 2**30:.2f} GiB "
           f"allocated", flush=True)
     # padding-free last: it switches on packed-attention patches that could stay on for later padded runs
     plan = [(name, variant) for variant in sorted(args.variants, key=lambda v: v == "padding_free")
             for name in args.data if variant in ("grouped", "padding_free", "tokens") or name.endswith("-var")]
-    options = {"grouped": {}, "grouped-exact": {"batching": "grouped", "pad_to_multiple_of": None},
-               "padded": {"batching": "padded"}, "padding_free": {"batching": "padding_free"}, "tokens": {}}
-    by_tokens = TrainSettings(**{**s.__dict__, "batch_tokens": args.batch * 2048})
+    by_tokens = s.replace(batch_tokens=args.batch * 2048)
     if plan and args.compile_steps > 0:
         name, variant = plan[0]
         t = time.time()
-        warm = TrainSettings(**{**(by_tokens if variant == "tokens" else s).__dict__, "max_steps": args.compile_steps})
-        train_unsloth(model, tokenizer, datasets[name], warm, "/tmp/bench_unsloth_compile", **options[variant])
+        warm = (by_tokens if variant == "tokens" else s).replace(max_steps=args.compile_steps)
+        run_variant(model, tokenizer, datasets[name], warm, variant=variant, output_dir="/tmp/bench_unsloth_compile")
         print(f"[{args.worker}] compile run ({variant} {name}, {args.compile_steps} steps, untimed): "
               f"{time.time() - t:.0f} s", flush=True)
     for name, variant in plan:
@@ -158,10 +160,9 @@ def run_unsloth(args, datasets):
         torch.cuda.empty_cache()
         t = time.time()
         try:
-            history = train_unsloth(model, tokenizer, datasets[name], by_tokens if variant == "tokens" else s,
-                                    f"/tmp/bench_unsloth_{name}",
-                                    on_log=lambda e: "loss" in e and timer.mark(e["step"], e["tokens"]),
-                                    **options[variant])
+            history = run_variant(model, tokenizer, datasets[name], by_tokens if variant == "tokens" else s,
+                                  variant=variant, output_dir=f"/tmp/bench_unsloth_{name}",
+                                  on_log=lambda e: "loss" in e and timer.mark(e["step"], e["tokens"]))
         except Exception as error:  # one failing variant leaves the others their runs
             import traceback
             traceback.print_exc()
@@ -169,7 +170,15 @@ def run_unsloth(args, datasets):
             continue
         rate, steps, per_step = timer.rate(args.warmup)
         peak = [h["peak_gpu_memory_gib"] for h in history if "peak_gpu_memory_gib" in h][-1]
-        emit(args, path, name, rate, steps, per_step, peak, time.time() - t)
+        emit(args, path=path, data=name, rate=rate, steps=steps, per_step=per_step, peak=peak, wall=time.time() - t)
+
+
+def run_variant(model, tokenizer, rows, settings, *, variant, output_dir, on_log=None):
+    """train_unsloth with one of --variants: a batching, or "grouped-exact" (grouped, padded to the longest row)."""
+    from common.training_gpu import train_unsloth
+    batching, multiple = ("grouped", None) if variant == "grouped-exact" else (variant, 64)
+    return train_unsloth(model, tokenizer, rows, settings, output_dir=output_dir, on_log=on_log, batching=batching,
+                         pad_to_multiple_of=multiple)
 
 
 def run_baseline(args, datasets):
@@ -222,11 +231,12 @@ def run_baseline(args, datasets):
         trainer.train()
         rate, steps, per_step = timer.rate(args.warmup)
         peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0
-        emit(args, "baseline", name, rate, steps, per_step, peak, time.time() - t)
+        emit(args, path="baseline", data=name, rate=rate, steps=steps, per_step=per_step, peak=peak,
+             wall=time.time() - t)
         del trainer
 
 
-def emit(args, path, data, rate, steps, per_step, peak, wall):
+def emit(args, *, path, data, rate, steps, per_step, peak, wall):
     result = {"shape": args.shape, "path": path, "data": data, "tokens_per_s": rate, "timed_steps": steps,
               "tokens_per_step": per_step, "peak_gib": peak, "run_wall_s": wall}
     print(f"[{path}] {data}: {rate:.0f} tokens/s, {per_step:.0f} tokens/step over {steps} steps, "
@@ -259,7 +269,8 @@ def baseline_pythonpath():
     return os.pathsep.join([str(target)] + others)
 
 
-def spawn(worker, shape, model, data_file, names, batch, args, deadline, results, log):
+def spawn(args, *, worker, shape, model, data_file, names, batch, deadline, results, log):
+    """Run one worker (one path on one shape) in its own process; its output goes to `log`, its lines to stdout."""
     env = dict(os.environ)
     if worker == "baseline" and not args.no_isolate:
         env["PYTHONPATH"] = baseline_pythonpath()
@@ -349,7 +360,8 @@ def main():
         batch = BATCH[shape]
         names = [n for n in args.data.split(",") if shape != "llama-3.1-8b" or not n.startswith("short")]
         # 4x the rows a batch of `batch` rows needs: token-budget batches take more rows per step
-        datasets, _ = build_datasets(args.tokenizer, args.dataset_dir, 4 * batch * (args.warmup + args.steps),
+        datasets, _ = build_datasets(args.tokenizer, args.dataset_dir,
+                                     n_rows=4 * batch * (args.warmup + args.steps),
                                      long_only=not any(n.startswith("short") for n in names))
         for name in names:
             stats[(shape, name)] = row_stats(datasets[name])
@@ -368,8 +380,8 @@ def main():
             deadline = time.time() + left * share if i < len(paths) - 1 else start + args.budget_s
             run_names = [n for n in (args.baseline_data or args.data).split(",") if n in names] \
                 if worker == "baseline" else names
-            spawn(worker, shape, model, data_file, run_names, batch, args, deadline, str(results_file),
-                  str(out / f"{worker}_{shape}.log"))
+            spawn(args, worker=worker, shape=shape, model=model, data_file=data_file, names=run_names, batch=batch,
+                  deadline=deadline, results=str(results_file), log=str(out / f"{worker}_{shape}.log"))
     results = [json.loads(line) for line in results_file.read_text().splitlines()] if results_file.exists() else []
     text = table(results, stats)
     (out / "table.md").write_text(text + "\n")

@@ -8,12 +8,12 @@ import math
 import random
 
 
-def padded_length(n, multiple):
+def padded_length(n: int, multiple: int) -> int:
     """n rounded up to a multiple of `multiple` (the width a padded batch with this longest row gets)."""
     return -(-n // multiple) * multiple if multiple and multiple > 1 else n
 
 
-def token_budget_batches(lengths, max_tokens, multiple=64):
+def token_budget_batches(lengths: list[int], max_tokens: int, multiple: int = 64) -> list[list[int]]:
     """Row indices, longest first, cut into batches whose rows x padded width stay within max_tokens (a row longer
     than that gets a batch of its own). The batches are the same every epoch; only their order changes, so the
     number of steps per epoch is known before training."""
@@ -27,12 +27,12 @@ def token_budget_batches(lengths, max_tokens, multiple=64):
     return batches
 
 
-def epoch_rng(seed, epoch):
+def epoch_rng(seed: int, epoch: int):
     """The random order of one epoch: the same for the same seed and epoch (so a resumed run repeats it)."""
     return random.Random(seed * 1000003 + epoch)
 
 
-def shuffle_batches(batches, seed, epoch):
+def shuffle_batches(batches: list[list[int]], seed: int, epoch: int) -> list[list[int]]:
     """The batches in the order of one epoch (seeded by seed and epoch), the one with the longest row first, so
     that a run that will not fit in memory stops at its first step."""
     rng = epoch_rng(seed, epoch)
@@ -41,21 +41,22 @@ def shuffle_batches(batches, seed, epoch):
     return list(batches[:1]) + rest
 
 
-def random_batches(n_rows, batch_size, seed, epoch):
+def random_batches(n_rows: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     """Shuffled row indices of one epoch, cut into batches of batch_size (the same for the same seed and epoch)."""
     import torch
     generator = torch.Generator().manual_seed(seed + epoch)
     return [chunk.tolist() for chunk in torch.randperm(n_rows, generator=generator).split(batch_size)]
 
 
-def epoch_batches(lengths, batch_size, batch_tokens, seed, epoch, multiple=64):
+def epoch_batches(lengths: list[int], *, batch_size: int, batch_tokens: int, seed: int, epoch: int,
+                  multiple: int = 64) -> list[list[int]]:
     """The CPU loop's batches for one epoch: by token budget when batch_tokens > 0, else batch_size random rows."""
     if batch_tokens and batch_tokens > 0:
         return shuffle_batches(token_budget_batches(lengths, batch_tokens, multiple), seed, epoch)
     return random_batches(len(lengths), batch_size, seed, epoch)
 
 
-def batches_per_epoch(lengths, batch_size, batch_tokens, multiple=64):
+def batches_per_epoch(lengths: list[int], *, batch_size: int, batch_tokens: int, multiple: int = 64) -> int:
     if batch_tokens and batch_tokens > 0:
         return len(token_budget_batches(lengths, batch_tokens, multiple))
     return math.ceil(len(lengths) / batch_size)

@@ -9,17 +9,19 @@ import csv
 import json
 from pathlib import Path
 
+from .errors import DatasetError
+
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "bot": "assistant",
          "model": "assistant", "chatgpt": "assistant", "system": "system"}
 TEMPLATE = "byod"
 PAGE = 0  # not from a page of a PDF
 
 
-class ByodError(Exception):
+class ByodError(DatasetError):
     """A file of your own rows that cannot be used at all."""
 
 
-def read_rows(path, fmt):
+def read_rows(path, fmt: str) -> list[tuple]:
     """[(place, row or None, error or None)] of a JSONL or CSV file; `place` names the line or row."""
     path = Path(path)
     if not path.is_file():
@@ -70,7 +72,7 @@ def _turns(value):
     return turns
 
 
-def examples_from_row(row):
+def examples_from_row(row: dict) -> list[tuple[str, str, str]]:
     """[(instruction, input, output)] of one row; raises ValueError saying what is wrong."""
     if not isinstance(row, dict):
         raise ValueError("not an object with named fields")
@@ -89,7 +91,7 @@ def examples_from_row(row):
     return [(_text(row, "instruction"), _text(row, "input", required=False), _text(row, "output"))]
 
 
-def records_from_rows(rows, source):
+def records_from_rows(rows: list[tuple], source: str) -> tuple[list[dict], list[str]]:
     """(records, problems): dataset records of the usable rows, and one message per skipped row."""
     stem, records, problems = Path(source).stem, [], []
     for place, row, error in rows:
@@ -109,7 +111,7 @@ def records_from_rows(rows, source):
     return records, problems
 
 
-def load_byod(path, fmt):
+def load_byod(path, fmt: str) -> tuple[list[dict], list[str]]:
     """(records, problems) of one file; ByodError when no row of it is usable."""
     if fmt not in ("jsonl", "csv"):
         raise ValueError(f"fmt must be jsonl or csv, not {fmt!r}")

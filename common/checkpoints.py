@@ -3,28 +3,31 @@
 A CPU checkpoint holds the adapter weights plus `cpu_state.pt`: optimizer, scheduler, RNG and the data
 position (epoch, batch), so a resumed run continues exactly where the killed one stopped.
 """
+import json
 import os
 import re
 import shutil
 from pathlib import Path
 
+from .errors import TrainingError
+
 STATE_FILE = "cpu_state.pt"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
-def checkpoint_dirs(output_dir):
+def checkpoint_dirs(output_dir) -> list[Path]:
     """Complete checkpoints under `<output_dir>/checkpoints`, oldest first."""
     root = Path(output_dir) / "checkpoints"
     found = [(int(m.group(1)), p) for p in root.glob("checkpoint-*") if (m := _NAME.match(p.name)) and p.is_dir()]
     return [p for _, p in sorted(found)]
 
 
-def latest_checkpoint(output_dir):
+def latest_checkpoint(output_dir) -> Path | None:
     dirs = checkpoint_dirs(output_dir)
     return dirs[-1] if dirs else None
 
 
-def save_checkpoint(output_dir, model, optimizer, scheduler, state):
+def save_checkpoint(output_dir, model, optimizer, scheduler, state: dict) -> Path:
     """Write `checkpoint-<step>` atomically (a kill mid-write leaves the previous one as the latest)."""
     import torch
     final = Path(output_dir) / "checkpoints" / f"checkpoint-{state['step']}"
@@ -38,7 +41,7 @@ def save_checkpoint(output_dir, model, optimizer, scheduler, state):
     return final
 
 
-def load_checkpoint(path, model, optimizer, scheduler):
+def load_checkpoint(path, model, optimizer, scheduler) -> dict:
     """Restore adapter weights, optimizer, scheduler and RNG; returns the saved loop state."""
     import torch
     from peft import set_peft_model_state_dict
@@ -51,9 +54,26 @@ def load_checkpoint(path, model, optimizer, scheduler):
     return state
 
 
-def prune_checkpoints(output_dir, keep, best_step=None):
+def prune_checkpoints(output_dir, keep: int, best_step: int | None = None) -> None:
     """Keep the last `keep` checkpoints, and the best one (lowest eval loss) whatever its age."""
     dirs = checkpoint_dirs(output_dir)
     for path in dirs[:-keep] if keep > 0 else []:
         if best_step is None or path.name != f"checkpoint-{best_step}":
             shutil.rmtree(path, ignore_errors=True)
+
+
+def check_output_space(output_dir, model_path, s) -> int:
+    """Stop before training when the disk cannot hold the checkpoints (adapter + optimizer state, x limit)."""
+    config_file = Path(model_path) / "config.json"
+    config = json.loads(config_file.read_text()) if config_file.exists() else {}
+    hidden, layers = config.get("hidden_size", 4096), config.get("num_hidden_layers", 32)
+    inter = config.get("intermediate_size", 4 * hidden)
+    lora_params = layers * s.lora_r * (4 * 2 * hidden + 3 * (hidden + inter))
+    need = lora_params * 4 * 3 * (max(1, s.save_total_limit) + 2)  # fp32 weights + Adam moments, per copy
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(output_dir).free
+    if free < need:
+        raise TrainingError(f"Not enough disk space in {output_dir}: {free / 2**20:.0f} MiB free, about "
+                            f"{need / 2**20:.0f} MiB needed for the adapter and checkpoints. Free some space, choose "
+                            f"another --output-dir, or lower SAVE_TOTAL_LIMIT.")
+    return need

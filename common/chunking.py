@@ -30,7 +30,7 @@ class Chunk:
     blocks: list = field(default_factory=list)
 
 
-def split_blocks(markdown):
+def split_blocks(markdown: str) -> list[str]:
     """Blocks separated by blank lines; a fenced code block or a $$ equation stays one block."""
     blocks, current, fence = [], [], None
     for line in markdown.splitlines():
@@ -63,7 +63,7 @@ def split_blocks(markdown):
     return blocks
 
 
-def clean_markdown(markdown):
+def clean_markdown(markdown: str) -> str:
     """Drop the references section, images and page artefacts; keep text, tables and equations."""
     kept, skip_level = [], None
     for block in split_blocks(_IMAGE.sub("", markdown)):
@@ -83,7 +83,7 @@ def clean_markdown(markdown):
     return "\n\n".join(kept) + "\n"
 
 
-def paper_title(markdown, fallback):
+def paper_title(markdown: str, fallback: str) -> str:
     for block in split_blocks(markdown):
         heading = _HEADING.match(block)
         if heading and len(heading.group(1)) == 1:
@@ -91,7 +91,7 @@ def paper_title(markdown, fallback):
     return fallback
 
 
-def sections_of(markdown, title):
+def sections_of(markdown: str, title: str):
     """[(section path, [(page, block), ...]), ...] in document order."""
     sections, path, page, current = [], [], 1, None
     for block in split_blocks(markdown):
@@ -165,7 +165,8 @@ def _is_atomic(block):
     return block.lstrip().startswith(("|", "```", "~~~", "$$"))
 
 
-def chunk_markdown(markdown, count_tokens, chunk_tokens=384, chunk_overlap=32, fallback_title="Untitled"):
+def chunk_markdown(markdown: str, count_tokens, *, chunk_tokens: int, chunk_overlap: int,
+                   fallback_title: str = "Untitled") -> list[Chunk]:
     """Chunks of one paper. `count_tokens(text)` measures with the training model's tokenizer.
 
     Sizes add up the tokens of blocks and sentences, so each text is tokenized about once (the

@@ -13,14 +13,24 @@ from pathlib import Path
 
 from .chunking import chunk_markdown
 from .config import redact
-from .knowledge import key_facts
-from .prompts import RECORD_TEMPLATES
+from .distributed import say
+from .errors import DatasetError, ExportError, ModelError
+from .knowledge import fact_sentences, key_facts
+from .prompts import ENTITY_TEMPLATE, FACT_TEMPLATES, RECORD_TEMPLATES
 
 COLUMNS = ["instruction", "input", "output", "source", "title", "section", "page", "chunk_id", "template"]
+KINDS = {**RECORD_TEMPLATES, "fact": "one fact-bearing sentence, asked about its topic in several ways "
+                                     f"(e.g. {FACT_TEMPLATES[0]!r})",
+         "entity": f"every training sentence that names one thing ({ENTITY_TEMPLATE!r})"}
+_STOPWORDS = set("""a an the of in on at to for by with from and or as is are was were be been being that this these
+those it its which who whom whose than then there their they them we our us he she his her into onto over under
+between during after before about above below per each all any both more most other some such no nor not only own
+same so too very can will just also may might must shall should would could has have had do does did across through
+out up down off again once here when where why how what while within without upon among around""".split())
 META_NAME = "pipeline.json"
 
 
-def _sentences(text):
+def split_sentences(text):
     return [s for s in re.split(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])", text) if s]
 
 
@@ -28,8 +38,66 @@ def _section_name(section):
     return section.split(" > ")[-1]
 
 
-def records_from_chunk(chunk, source):
-    """Alpaca rows for one chunk, one per applicable template in RECORD_TEMPLATES."""
+GENERIC_SECTIONS = {"abstract", "introduction", "background", "methods", "results", "discussion", "conclusion",
+                    "conclusions", "summary"}
+
+
+def topic_words(sentence: str, facts: list[str]) -> list[str]:
+    """The sentence's content words, its facts left out: what a question about the fact would name."""
+    for fact in facts:
+        sentence = sentence.replace(fact, " ")
+    words = [w for w in re.findall(r"[A-Za-z][A-Za-z-]*[A-Za-z]", sentence) if w.lower() not in _STOPWORDS]
+    return list(dict.fromkeys(words))
+
+
+def fact_records(record: dict, variants: int, section: str) -> list[dict]:
+    """`variants` records per fact-bearing sentence of a section record: the sentence, asked about its topic in
+    different words (FACT_TEMPLATES, each with other content words of the sentence)."""
+    rows = []
+    section = "the study" if section.lower() in GENERIC_SECTIONS else section
+    for n, (sentence, facts) in enumerate(fact_sentences(record)):
+        words = topic_words(sentence, facts)
+        for k in range(variants):
+            chosen = words[k % 2::2][:4] if len(words) > 4 else words  # two halves of the words, in turn
+            topic = " ".join(chosen) or section
+            template = FACT_TEMPLATES[(n + k) % len(FACT_TEMPLATES)]
+            instruction = template.format(title=record["title"], section=section, topic=topic,
+                                          Topic=topic[:1].upper() + topic[1:])
+            rows.append({**record, "template": "fact", "instruction": instruction, "input": "", "output": sentence})
+    return rows
+
+
+def entity_records(records: list[dict], min_sentences: int = 2, max_sentences: int = 8) -> list[dict]:
+    """One record per named thing (a multi-word name) of each paper: every sentence of `records` that names it."""
+    sentences = {}
+    for record in records:
+        if record["template"] not in ("section_summary", "title_abstract"):
+            continue
+        for sentence in split_sentences(record["output"].replace("\n", " ")):
+            if not re.search(r"[.!?]$", sentence) or "|" in sentence:  # prose sentences, not front matter or tables
+                continue
+            for name in {f for f in key_facts(sentence) if not re.search(r"\d", f)}:
+                found = sentences.setdefault((record["source"], name), {"record": record, "sentences": []})
+                if sentence not in found["sentences"]:
+                    found["sentences"].append(sentence)
+    rows = []
+    for (source, name), found in sorted(sentences.items()):
+        if len(found["sentences"]) >= min_sentences:
+            record = found["record"]
+            rows.append({**record, "template": "entity", "input": "",
+                         "instruction": ENTITY_TEMPLATE.format(title=record["title"], entity=name),
+                         "output": " ".join(found["sentences"][:max_sentences])})
+    return rows
+
+
+def excluded(section: str, excluded_sections: list[str]) -> bool:
+    """A section left out of the records (references, acknowledgements...): its name, numbering aside, starts so."""
+    name = re.sub(r"^[\dIVX]+(\.\d+)*\.?\s+", "", _section_name(section)).strip().lower()
+    return any(name.startswith(e.lower()) for e in excluded_sections)
+
+
+def records_from_chunk(chunk, source: str, *, fact_variants: int = 0) -> list[dict]:
+    """Alpaca rows for one chunk, one per applicable template in RECORD_TEMPLATES, and its fact records."""
     base = {"source": source, "title": chunk.title, "section": chunk.section, "page": int(chunk.page),
             "chunk_id": chunk.chunk_id}
     name = re.sub(r"^\d+(\.\d+)*\.?\s+", "", _section_name(chunk.section))
@@ -41,7 +109,7 @@ def records_from_chunk(chunk, source):
     else:
         rows.append({"template": "section_summary", "input": "", "output": chunk.text,
                      "instruction": RECORD_TEMPLATES["section_summary"].format(**fields)})
-    sentences = _sentences(chunk.text)
+    sentences = split_sentences(chunk.text)
     prose = "\n|" not in chunk.text and not chunk.text.startswith("|")
     facts = [s for s in sentences if key_facts(s)] if prose else []
     if 0 < len(facts) < len(sentences):
@@ -52,7 +120,8 @@ def records_from_chunk(chunk, source):
         first, second = " ".join(sentences[:half]).strip(), " ".join(sentences[half:]).strip()
         rows.append({"template": "continuation", "input": first, "output": second,
                      "instruction": RECORD_TEMPLATES["continuation"].format(**fields)})
-    return [{**base, **row} for row in rows]
+    rows = [{**base, **row} for row in rows]
+    return rows + fact_records(rows[0], fact_variants, name) if fact_variants and prose else rows
 
 
 def token_counter(tokenizer):
@@ -63,19 +132,22 @@ def token_counter(tokenizer):
     return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def records_from_markdown(results, tokenizer, chunk_tokens, chunk_overlap):
-    """Records of every converted PDF, chunked with the training model's tokenizer."""
+def records_from_markdown(results, tokenizer, *, chunk_tokens: int, chunk_overlap: int, fact_variants: int = 0,
+                          excluded_sections: list[str] = ()) -> list[dict]:
+    """Records of every converted PDF, chunked with the training model's tokenizer; sections named in
+    `excluded_sections` (references, acknowledgements...) stay in the markdown but give no records."""
     count_tokens = token_counter(tokenizer)
     records = []
     for result in results:
         if result.status == "failed":
             continue
         markdown = Path(result.markdown).read_text(encoding="utf-8")
-        chunks = chunk_markdown(markdown, count_tokens, chunk_tokens, chunk_overlap,
+        chunks = chunk_markdown(markdown, count_tokens, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
                                 fallback_title=Path(result.pdf).stem)
         for i, chunk in enumerate(chunks):
             chunk.chunk_id = f"{Path(result.pdf).stem}-{i:04d}"
-            records += records_from_chunk(chunk, result.pdf)
+            if not excluded(chunk.section, excluded_sections):
+                records += records_from_chunk(chunk, result.pdf, fact_variants=fact_variants)
     return records
 
 
@@ -88,7 +160,7 @@ def _shingles(text, n=5):
     return {" ".join(words[i:i + n]) for i in range(max(1, len(words) - n + 1))}
 
 
-def deduplicate(records, threshold=0.9):
+def deduplicate(records: list[dict], threshold: float = 0.9) -> list[dict]:
     """Drop exact duplicates (same instruction, input and output) and near-duplicate outputs.
 
     A record is dropped when the Jaccard similarity of its word 5-gram shingles (instruction and
@@ -136,7 +208,7 @@ def deduplicate(records, threshold=0.9):
     return kept
 
 
-def split_by_section(records, test_fraction=0.1, seed=42):
+def split_by_section(records: list[dict], test_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
     """(train, test): whole sections go to one side, chosen with a fixed seed."""
     groups = sorted({(r["source"], r["section"]) for r in records})
     rng = random.Random(seed)
@@ -150,14 +222,14 @@ def split_by_section(records, test_fraction=0.1, seed=42):
     return train, test
 
 
-def build_dataset_dict(train, test):
+def build_dataset_dict(train: list[dict], test: list[dict]):
     from datasets import Dataset, DatasetDict
     def as_dataset(rows):
         return Dataset.from_dict({c: [r[c] for r in rows] for c in COLUMNS})
     return DatasetDict({"train": as_dataset(train), "test": as_dataset(test)})
 
 
-def dataset_card(dataset_dict, meta):
+def dataset_card(dataset_dict, meta: dict) -> str:
     counts = {split: len(ds) for split, ds in dataset_dict.items()}
     sources = sorted(set(dataset_dict["train"]["source"]) | set(dataset_dict["test"]["source"]))
     templates = sorted(set(dataset_dict["train"]["template"]) | set(dataset_dict["test"]["template"]))
@@ -169,15 +241,17 @@ def dataset_card(dataset_dict, meta):
              "`title`, `section`, first `page`, `chunk_id` and `template`.", "",
              "## Counts", "", "| split | records |", "|---|---|"]
     lines += [f"| {split} | {n} |" for split, n in counts.items()]
+    lines += ["", "## Records by kind", "", "| kind | train | test |", "|---|---|---|"]
+    lines += [f"| `{t}` | {dataset_dict['train']['template'].count(t)} | {dataset_dict['test']['template'].count(t)} |"
+              for t in templates]
     lines += ["", "## Sources", ""] + [f"- {s}" for s in sources]
-    lines += ["", "## Templates", ""] + [f"- `{t}`: {RECORD_TEMPLATES.get(t, 'rows of your own file, as given')}"
-                                         for t in templates]
+    lines += ["", "## Kinds", ""] + [f"- `{t}`: {KINDS.get(t, 'rows of your own file, as given')}" for t in templates]
     lines += ["", "## Settings", "", "```json", json.dumps(meta, indent=2), "```",
               "", "## Licence", "", "Placeholder: state the licence under which the papers' text may be shared."]
     return "\n".join(lines) + "\n"
 
 
-def save_dataset(dataset_dict, dataset_dir, meta):
+def save_dataset(dataset_dict, dataset_dir, meta: dict) -> Path:
     """save_to_disk + JSONL per split + card + meta into a temporary folder, then swap it in whole."""
     dataset_dir = Path(dataset_dir)
     tmp = dataset_dir.with_name(dataset_dir.name + ".tmp")
@@ -201,31 +275,55 @@ def load_dataset_dir(dataset_dir):
     from datasets import load_from_disk
     dataset_dir = Path(dataset_dir)
     if not (dataset_dir / "dataset_dict.json").exists():
-        raise FileNotFoundError(f"No dataset in {dataset_dir}: run 01_create_dataset.py first "
+        raise DatasetError(f"No dataset in {dataset_dir}: run 01_create_dataset.py first "
                                 f"(or pass --dataset-dir).")
     dataset = load_from_disk(str(dataset_dir))
     missing = [c for c in ("instruction", "input", "output") if c not in dataset["train"].column_names]
     if missing:
-        raise ValueError(f"The dataset in {dataset_dir} lacks the columns {missing}: rebuild it with 01.")
+        raise DatasetError(f"The dataset in {dataset_dir} lacks the columns {missing}: rebuild it with 01.")
     if len(dataset["train"]) == 0:
-        raise ValueError(f"The train split in {dataset_dir} is empty: add PDFs and rebuild it with 01.")
+        raise DatasetError(f"The train split in {dataset_dir} is empty: add PDFs and rebuild it with 01.")
     return dataset
 
 
-def push_dataset(dataset_dir, repo_id, token, private=True):
-    """Push the saved DatasetDict and its card. Returns None, or an error message (the local copy stays)."""
+def check_dataset_push(repo_id: str, token: str | None) -> None:
+    """Before any long work: a push needs a repo id and a token."""
     if not repo_id:
-        return "HUB_DATASET_ID is empty: set it (e.g. --hub-dataset-id you/my-papers) to push."
+        raise ExportError("HUB_DATASET_ID is empty: set it (e.g. --hub-dataset-id you/my-papers) to push.")
     if not token:
-        return "HF_TOKEN is not set: put HF_TOKEN=... in .env (see .env.example) to push."
+        raise ExportError("HF_TOKEN is not set: put HF_TOKEN=... in .env (see .env.example) to push.")
+
+
+def push_dataset(dataset_dir, repo_id: str, token: str | None, *, private: bool = True) -> None:
+    """Push the saved DatasetDict and its card; on any failure an ExportError, and the local copy stays."""
+    check_dataset_push(repo_id, token)
     try:
         from huggingface_hub import HfApi
         dataset = load_dataset_dir(dataset_dir)
         dataset.push_to_hub(repo_id, private=private, token=token)
         HfApi(token=token).upload_file(path_or_fileobj=str(Path(dataset_dir) / "README.md"),
                                        path_in_repo="README.md", repo_id=repo_id, repo_type="dataset")
-    except Exception as error:
-        return redact(f"Push to the Hub failed ({type(error).__name__}: {str(error).splitlines()[0][:300]}). "
-                      f"The local dataset in {dataset_dir} is intact; check your network and HF_TOKEN, "
-                      f"then rerun with --push-to-hub.", token)
-    return None
+    except Exception as error:  # network, auth, permissions, quota: all end the same way for the user
+        first_line = (str(error).splitlines() or [""])[0][:300]
+        why = f"{type(error).__name__}: {first_line}"
+        raise ExportError(redact(f"Push to the Hub failed ({why}). "
+                                 f"The local dataset in {dataset_dir} is intact; check your network and HF_TOKEN, "
+                                 f"then rerun with --push-to-hub.", token)) from None
+
+
+def check_dataset_tokenizer(dataset_dir, tokenizer) -> None:
+    """Stop when step 01 measured the chunks with another tokenizer than the model's (same vocab is fine)."""
+    meta_path = Path(dataset_dir) / META_NAME
+    built_for = json.loads(meta_path.read_text()).get("tokenizer") if meta_path.exists() else None
+    if not built_for:
+        return
+    from .models import load_tokenizer, resolve_model_path
+    try:
+        other = load_tokenizer(resolve_model_path(built_for))
+    except (ModelError, OSError):
+        say(f"Warning: cannot check the tokenizer '{built_for}' that the dataset was built with.")
+        return
+    if other.get_vocab() != tokenizer.get_vocab():
+        raise DatasetError(f"The dataset in {dataset_dir} was built with the tokenizer of '{built_for}', which is "
+                           f"not this model's: its chunk sizes are wrong for it. Rebuild it with "
+                           f"`01_create_dataset.py --model-name <this model>`, or train '{built_for}'.")

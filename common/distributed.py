@@ -1,33 +1,32 @@
 """Several processes (torchrun / accelerate launch): who am I, and who writes.
 
 The launchers set RANK, LOCAL_RANK and WORLD_SIZE; the trainer shards the data. Only the main process
-(rank 0) writes checkpoints, the adapter, reports and logs, and prints; the others stay quiet.
+(rank 0) writes checkpoints, the adapter, reports and logs, and prints (through `say`); the others stay quiet.
 """
-import builtins
+import contextlib
+import functools
 import os
 
-
-class LaunchError(RuntimeError):
-    """The launch environment cannot work (e.g. several processes without GPUs); the message says what to do."""
+from .errors import LaunchError
 
 
-def world_size():
+def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def rank():
+def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def local_rank():
+def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def is_main_process():
+def is_main_process() -> bool:
     return rank() == 0
 
 
-def check_launch(device, gpu_count=None):
+def check_launch(device: str, gpu_count: int | None = None) -> None:
     """Stop early where several processes were launched but cannot each have a GPU."""
     n = world_size()
     if n == 1:
@@ -43,15 +42,14 @@ def check_launch(device, gpu_count=None):
                           f"most {gpu_count} processes per node (--nproc_per_node / --num_processes).")
 
 
-def quiet_unless_main():
-    """Silence print() in every process but the main one (warnings and errors still reach stderr)."""
-    if not is_main_process():
-        builtins.print = lambda *args, **kwargs: None
+def say(*args, **kwargs) -> None:
+    """print() on the main process only: the pipeline's messages, once however many processes run."""
+    if is_main_process():
+        print(*args, **kwargs)
 
 
 def main_process_only(write):
     """Decorate a function that writes outputs: it runs on the main process only (None elsewhere)."""
-    import functools
 
     @functools.wraps(write)
     def guarded(*args, **kwargs):
@@ -61,7 +59,6 @@ def main_process_only(write):
 
 def main_process_first():
     """Context: the main process runs the block first (e.g. tokenizing into a cache), then the others."""
-    import contextlib
     if world_size() == 1:
         return contextlib.nullcontext()
     from accelerate import PartialState

@@ -1,117 +1,185 @@
-"""Did the tune learn the papers? Base vs tuned: held-out perplexity, closed-book recall, forgetting.
-
-Written to `<output_dir>/eval.md` (table + bar chart) and `eval.json`.
+"""Did the tune learn the papers, and keep what it knew? Base (adapter off) vs tuned, closed-book:
+- question recall: plain questions about the papers' facts, asked in words no training record uses;
+- cloze recall: a sentence of the paper with its fact blanked, primed up to the blank (memorised text);
+- everyday questions kept: of those the base model answers right, the share the tuned one still answers right;
+  and, smoother, the tuned model's loss on the base model's own answers to them (base: its own loss);
+- held-out loss and perplexity on the test split.
+Written to `<output_dir>/eval.md` (tables + chart), `eval.png` and `eval.json`.
 """
 import difflib
 import json
 import math
 from pathlib import Path
 
-from .inference import generate
-from .knowledge import GENERAL_PROMPTS, fact_recalled, read_questions, recall_score
+from .everyday import EVERYDAY_TEST
+from .inference import generate_batched
+from .knowledge import PLAIN_QUESTIONS_FILE, answered, fact_recalled, read_jsonl, read_questions, recall_score
+from .settings import Generation
+from .tokenizing import tokenize_rows
 from .training import mean_loss
 
-
-def _answers(model, tokenizer, prompts, prompt_format, max_new_tokens, batch_size=16):
-    out = []
-    for start in range(0, len(prompts), batch_size):
-        out += generate(model, tokenizer, prompts[start:start + batch_size], prompt_format,
-                        max_new_tokens=max_new_tokens, repetition_penalty=1.0)
-    return out
+# Greedy and without a repetition penalty, so that base and tuned are scored alike and repeatably.
+FACT_GENERATION = Generation(max_new_tokens=16, temperature=0.0, top_p=1.0, repetition_penalty=1.0, seed=0)
+QUESTION_GENERATION = Generation(max_new_tokens=48, temperature=0.0, top_p=1.0, repetition_penalty=1.0, seed=0)
+EVERYDAY_GENERATION = Generation(max_new_tokens=32, temperature=0.0, top_p=1.0, repetition_penalty=1.0, seed=0)
+BATCH_SIZE = 16
 
 
-def changed_materially(before, after, threshold=0.5):
+def _answers(model, tokenizer, prompts, prompt_format, generation):
+    return generate_batched(model, tokenizer, prompts, batch_size=BATCH_SIZE, prompt_format=prompt_format,
+                            generation=generation, progress=False)
+
+
+def changed_materially(before: str, after: str, threshold: float = 0.5) -> bool:
     """Two answers differ materially when fewer than half of their characters line up."""
     return difflib.SequenceMatcher(None, before, after).ratio() < threshold
 
 
-def _score(model, tokenizer, test_rows, prompts, questions, prompt_format, max_new_tokens):
+def _score(model, tokenizer, *, test_rows, cloze, plain, prompt_format, generation):
     loss = mean_loss(model, test_rows, tokenizer.pad_token_id) if test_rows else float("nan")
-    answers = _answers(model, tokenizer, prompts, prompt_format, max_new_tokens)
+    cloze_prompts = [{"instruction": q["question"], "answer_start": q.get("answer_start", "")} for q in cloze]
+    answers = _answers(model, tokenizer, cloze_prompts, prompt_format, generation)
+    plain_answers = _answers(model, tokenizer, [q["question"] for q in plain], prompt_format, QUESTION_GENERATION)
+    everyday = _answers(model, tokenizer, [q["question"] for q in EVERYDAY_TEST], prompt_format, EVERYDAY_GENERATION)
     return {"test_loss": loss, "test_perplexity": math.exp(loss) if loss == loss else float("nan"),
-            "closed_book": recall_score(answers, questions), "answers": answers,
-            "general": _answers(model, tokenizer, GENERAL_PROMPTS, prompt_format, 48)}
+            "closed_book": recall_score(answers, cloze), "answers": answers,
+            "question_recall": recall_score(plain_answers, plain), "plain_answers": plain_answers,
+            "everyday": everyday, "everyday_right": [any(fact_recalled(a, form) for form in q["answers"])
+                                                     for a, q in zip(everyday, EVERYDAY_TEST)]}
 
 
-def evaluate_knowledge(model, tokenizer, test_rows, questions, prompt_format, max_new_tokens=16):
+def _own_answer_loss(model, tokenizer, answers, prompt_format):
+    """(base, tuned) mean loss on the base model's own answers to the everyday questions."""
+    records = [{"instruction": q["question"], "input": "", "output": a} for q, a in zip(EVERYDAY_TEST, answers) if a]
+    rows = tokenize_rows(records, tokenizer, prompt_format, 512).rows
+    with model.disable_adapter():
+        base = mean_loss(model, rows, tokenizer.pad_token_id)
+    return base, mean_loss(model, rows, tokenizer.pad_token_id)
+
+
+def evaluate_knowledge(model, tokenizer, *, test_rows: list[dict], questions: list[dict], prompt_format: str,
+                       plain_questions: list[dict] = (), generation: Generation = FACT_GENERATION) -> dict:
     """Scores of the base model (adapter disabled) and of the tuned model (a PeftModel)."""
-    prompts = [{"instruction": q["question"], "answer_start": q.get("answer_start", "")} for q in questions]
-    args = (tokenizer, test_rows, prompts, questions, prompt_format, max_new_tokens)
+    options = dict(test_rows=test_rows, cloze=questions, plain=list(plain_questions), prompt_format=prompt_format,
+                   generation=generation)
     model.eval()
     with model.disable_adapter():
-        results = {"base": _score(model, *args)}
-    results["tuned"] = _score(model, *args)
-    changed = [changed_materially(b, t) for b, t in zip(results["base"]["general"], results["tuned"]["general"])]
-    results["forgetting"] = {"changed_share": sum(changed) / len(changed), "prompts": GENERAL_PROMPTS}
+        results = {"base": _score(model, tokenizer, **options)}
+    results["tuned"] = _score(model, tokenizer, **options)
+    base, tuned = results["base"], results["tuned"]
+    known = [b for b in base["everyday_right"] if b]
+    kept = sum(b and t for b, t in zip(base["everyday_right"], tuned["everyday_right"]))
+    loss_base, loss_tuned = _own_answer_loss(model, tokenizer, base["everyday"], prompt_format)
+    changed = [changed_materially(b, t) for b, t in zip(base["everyday"], tuned["everyday"])]
+    results["forgetting"] = {"known_by_base": len(known), "kept": kept, "retention": kept / len(known) if known else 1.0,
+                             "own_answer_loss_base": loss_base, "own_answer_loss_tuned": loss_tuned,
+                             "changed_share": sum(changed) / len(changed),
+                             "questions": [q["question"] for q in EVERYDAY_TEST]}
     results["questions"] = questions
+    results["plain_questions"] = list(plain_questions)
     return results
 
 
-def knowledge_gained(results, min_loss_drop=0.05):
+def knowledge_gained(results: dict, min_loss_drop: float = 0.05) -> bool:
     """True when the tuned model beats the base on both held-out loss and closed-book recall."""
     base, tuned = results["base"], results["tuned"]
     return tuned["test_loss"] < base["test_loss"] - min_loss_drop and tuned["closed_book"] > base["closed_book"]
 
 
-def summary_line(results):
-    base, tuned = results["base"], results["tuned"]
-    return (f"Knowledge check: held-out perplexity {base['test_perplexity']:.2f} (base) -> "
-            f"{tuned['test_perplexity']:.2f} (tuned); closed-book recall {base['closed_book']:.0%} -> "
-            f"{tuned['closed_book']:.0%}; general answers changed: {results['forgetting']['changed_share']:.0%}")
+def summary_line(results: dict) -> str:
+    base, tuned, kept = results["base"], results["tuned"], results["forgetting"]
+    return (f"Knowledge check: question recall {base['question_recall']:.0%} -> {tuned['question_recall']:.0%} "
+            f"({len(results['plain_questions'])} questions); cloze recall {base['closed_book']:.0%} -> "
+            f"{tuned['closed_book']:.0%}; everyday answers kept {kept['kept']}/{kept['known_by_base']} "
+            f"({kept['retention']:.0%}); held-out perplexity {base['test_perplexity']:.2f} (base) -> "
+            f"{tuned['test_perplexity']:.2f} (tuned)")
 
 
-def write_eval_report(output_dir, results):
-    """eval.json, eval.png (bar chart) and eval.md (summary table + per-question answers)."""
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _answer_rows(questions, base_answers, tuned_answers, right, prefix=lambda q: ""):
+    rows = []
+    for q, b, t in zip(questions, base_answers, tuned_answers):
+        marked = [("✓ " if right(a, q) else "") + prefix(q) + a for a in (b, t)]
+        rows.append("| " + " | ".join(_cell(c) for c in [q["question"].split("\n")[-1], q["answer"], *marked]) + " |")
+    return rows
+
+
+def _plot(output_dir, base, tuned, forgetting):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    output_dir = Path(output_dir)
-    base, tuned = results["base"], results["tuned"]
-    (output_dir / "eval.json").write_text(json.dumps(results, indent=2))
-    fig, axes = plt.subplots(1, 2, figsize=(7, 3))
-    for ax, key, title in ((axes[0], "test_perplexity", "held-out perplexity (lower is better)"),
-                           (axes[1], "closed_book", "closed-book recall (higher is better)")):
-        ax.bar(["base", "tuned"], [base[key], tuned[key]], color=["#999999", "#3b7dd8"])
+    fig, axes = plt.subplots(1, 3, figsize=(9, 3))
+    bars = ((axes[0], [base["question_recall"], tuned["question_recall"]], "question recall (higher is better)"),
+            (axes[1], [base["closed_book"], tuned["closed_book"]], "cloze recall (higher is better)"),
+            (axes[2], [base["test_perplexity"], tuned["test_perplexity"]], "held-out perplexity (lower is better)"))
+    for ax, values, title in bars:
+        ax.bar(["base", "tuned"], values, color=["#999999", "#3b7dd8"])
         ax.set_title(title, fontsize=9)
+    axes[0].text(1, tuned["question_recall"], f"everyday kept {forgetting['retention']:.0%}", ha="center",
+                 va="bottom", fontsize=8)
     fig.tight_layout()
     fig.savefig(output_dir / "eval.png", dpi=100)
     plt.close(fig)
+
+
+def write_eval_report(output_dir, results: dict) -> Path:
+    """eval.json, eval.png (bar chart) and eval.md (summary table + per-question answers)."""
+    output_dir = Path(output_dir)
+    base, tuned, forgetting = results["base"], results["tuned"], results["forgetting"]
+    (output_dir / "eval.json").write_text(json.dumps(results, indent=2))
+    _plot(output_dir, base, tuned, forgetting)
+    plain, cloze = results["plain_questions"], results["questions"]
     lines = ["# Knowledge check", "", "![base vs tuned](eval.png)", "",
              "| measure | base | tuned |", "|---|---|---|",
+             f"| question recall ({len(plain)} plain questions, closed-book) | {base['question_recall']:.1%} | "
+             f"{tuned['question_recall']:.1%} |",
+             f"| cloze recall ({len(cloze)} sentences, primed) | {base['closed_book']:.1%} | {tuned['closed_book']:.1%} |",
+             f"| everyday questions answered right ({len(EVERYDAY_TEST)}) | {forgetting['known_by_base']} | "
+             f"{forgetting['kept']} of those ({forgetting['retention']:.0%} kept) |",
+             f"| loss on the base model's own everyday answers | {forgetting['own_answer_loss_base']:.3f} | "
+             f"{forgetting['own_answer_loss_tuned']:.3f} |",
              f"| held-out loss (test split) | {base['test_loss']:.3f} | {tuned['test_loss']:.3f} |",
              f"| held-out perplexity | {base['test_perplexity']:.2f} | {tuned['test_perplexity']:.2f} |",
-             f"| closed-book recall ({len(results['questions'])} questions) | {base['closed_book']:.1%} | "
-             f"{tuned['closed_book']:.1%} |",
-             f"| general prompts answered materially differently | - | "
-             f"{results['forgetting']['changed_share']:.0%} |", "",
-             "## Closed-book questions", "", "| question | reference | base | tuned |", "|---|---|---|---|"]
-    for q, b, t in zip(results["questions"], base["answers"], tuned["answers"]):
-        start = q.get("answer_start", "") + " " if q.get("answer_start") else ""
-        cells = [q["question"].split("\n")[-1], q["answer"], ("✓ " if fact_recalled(b, q["answer"]) else "") + start + b,
-                 ("✓ " if fact_recalled(t, q["answer"]) else "") + start + t]
-        lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
-    lines += ["", "## General prompts (forgetting)", "", "| prompt | base | tuned |", "|---|---|---|"]
-    for p, b, t in zip(GENERAL_PROMPTS, base["general"], tuned["general"]):
-        lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in (p, b, t)) + " |")
+             "", "## Plain questions", "",
+             f"Asked closed-book through the chat template; {len(results.get('held_out_questions', []))} more ask "
+             "about facts of the test split's sections only, which no tune can know, and are left out.", "",
+             "| question | reference | base | tuned |", "|---|---|---|---|",
+             *_answer_rows(plain, base["plain_answers"], tuned["plain_answers"], lambda a, q: answered(a, q)),
+             "", "## Cloze sentences", "", "| sentence | reference | base | tuned |", "|---|---|---|---|",
+             *_answer_rows(cloze, base["answers"], tuned["answers"], lambda a, q: answered(a, q),
+                           prefix=lambda q: q.get("answer_start", "") + " " if q.get("answer_start") else ""),
+             "", "## Everyday questions (forgetting)", "", "| question | accepted | base | tuned |",
+             "|---|---|---|---|"]
+    for q, b, t, rb, rt in zip(EVERYDAY_TEST, base["everyday"], tuned["everyday"], base["everyday_right"],
+                               tuned["everyday_right"]):
+        cells = [q["question"], " / ".join(q["answers"]), ("✓ " if rb else "") + b, ("✓ " if rt else "") + t]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     path = output_dir / "eval.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
-def knowledge_check(model, tokenizer, test_rows, dataset_dir, prompt_format, output_dir):
+def knowledge_check(model, tokenizer, *, test_rows: list[dict], dataset_dir, prompt_format: str, output_dir) -> dict:
     """Evaluate, write eval.md/png/json into `output_dir`, print the one-line summary; returns the results."""
-    results = evaluate_knowledge(model, tokenizer, test_rows, read_questions(dataset_dir), prompt_format)
+    plain = read_jsonl(Path(dataset_dir) / PLAIN_QUESTIONS_FILE)
+    results = evaluate_knowledge(model, tokenizer, test_rows=test_rows, questions=read_questions(dataset_dir),
+                                 plain_questions=[q for q in plain if q.get("trained", True)],
+                                 prompt_format=prompt_format)
+    results["held_out_questions"] = [q for q in plain if not q.get("trained", True)]  # test-section facts
     print(f"{summary_line(results)}; report: {write_eval_report(output_dir, results)}")
     return results
 
 
-def evaluate_adapter(adapter_dir, dataset_dir, model_name=None, prompt_format=None, device="cpu"):
+def evaluate_adapter(adapter_dir, *, dataset_dir, model_name: str | None = None, prompt_format: str | None = None,
+                     device: str = "cpu") -> dict:
     """03 --evaluate: the knowledge check of a saved adapter; the report goes next to the adapter."""
     from .dataset import load_dataset_dir
     from .inference import load_model_with_adapter
-    from .training import tokenize_rows
-    model, tokenizer, trained = load_model_with_adapter(adapter_dir, model_name, device)
-    prompt_format = prompt_format or trained.get("PROMPT_FORMAT", "chat")
-    test = tokenize_rows(load_dataset_dir(dataset_dir)["test"], tokenizer, prompt_format,
-                         trained.get("MAX_SEQ_LENGTH", 1024))
-    return knowledge_check(model, tokenizer, test.rows, dataset_dir, prompt_format, Path(adapter_dir).resolve().parent)
+    model, tokenizer, trained = load_model_with_adapter(adapter_dir, model_name=model_name, device=device)
+    prompt_format = prompt_format or trained.prompt_format
+    test = tokenize_rows(load_dataset_dir(dataset_dir)["test"], tokenizer, prompt_format, trained.max_seq_length)
+    return knowledge_check(model, tokenizer, test_rows=test.rows, dataset_dir=dataset_dir,
+                           prompt_format=prompt_format, output_dir=Path(adapter_dir).resolve().parent)

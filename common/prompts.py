@@ -24,13 +24,25 @@ RECORD_TEMPLATES = {
     "title_abstract": "Give the abstract of the paper \"{title}\".",
     "key_facts": "Which figures and names does the paper \"{title}\" report about {section}?",
 }
+# Fact records: one fact-bearing sentence of the paper as the answer, asked about its topic (the section's subject
+# and the sentence's own content words) in several ways, so that a question in other words can reach it.
+FACT_TEMPLATES = (
+    "What does the paper \"{title}\" report about {topic}?",
+    "Tell me about {topic} ({section}).",
+    "In {section}, what is known about {topic}?",
+    "Give one fact about {topic}.",
+    "{Topic}: what did the authors find?",
+    "What do we learn about {topic} in the study of {section}?",
+)
+# Entity records: every sentence of the paper that names one thing, gathered under one question.
+ENTITY_TEMPLATE = "What does the paper \"{title}\" say about {entity}?"
 
 
-def user_message(instruction, input_text=""):
+def user_message(instruction: str, input_text: str = "") -> str:
     return f"{instruction}\n\n{input_text}" if input_text else instruction
 
 
-def format_prompt(tokenizer, prompt_format, instruction, input_text="", history=()):
+def format_prompt(tokenizer, prompt_format: str, instruction: str, *, input_text: str = "", history=()) -> str:
     """The text the model sees before its answer. `history` holds earlier (user, assistant) turns (chat)."""
     if prompt_format == "alpaca":
         template = ALPACA_WITH_INPUT if input_text else ALPACA_NO_INPUT
@@ -44,9 +56,10 @@ def format_prompt(tokenizer, prompt_format, instruction, input_text="", history=
     raise ValueError(f"PROMPT_FORMAT must be one of {PROMPT_FORMATS}, not {prompt_format!r}")
 
 
-def format_example(tokenizer, prompt_format, instruction, input_text, output):
+def format_example(tokenizer, prompt_format: str, *, instruction: str, input_text: str,
+                   output: str) -> tuple[str, str]:
     """(prompt, completion) of one training row; the completion ends with the EOS that stops generation."""
-    prompt = format_prompt(tokenizer, prompt_format, instruction, input_text)
+    prompt = format_prompt(tokenizer, prompt_format, instruction, input_text=input_text)
     if prompt_format == "alpaca":
         return prompt, output + tokenizer.eos_token
     messages = [{"role": "user", "content": user_message(instruction, input_text)},

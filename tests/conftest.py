@@ -46,13 +46,18 @@ def sample_markdown():
 @pytest.fixture(scope="session")
 def sample_dataset_dir(tmp_path_factory, tokenizer):
     """The dataset that step 01's logic builds from the sample paper."""
-    from common.convert import convert_folder
-    from common.dataset import (build_dataset_dict, deduplicate, records_from_markdown, save_dataset,
-                                split_by_section)
+    from common.pdf import convert_folder
+    from common.dataset import (build_dataset_dict, deduplicate, entity_records, records_from_markdown,
+                                save_dataset, split_by_section)
+    from common.settings import DatasetSettings
+    s = DatasetSettings.defaults()
     base = tmp_path_factory.mktemp("sample")
     pdf_dir = base / "pdf"
     pdf_dir.mkdir()
     (pdf_dir / SAMPLE_PDF.name).write_bytes(SAMPLE_PDF.read_bytes())
     results = convert_folder(pdf_dir, base / "md", converter="text")
-    train, test = split_by_section(deduplicate(records_from_markdown(results, tokenizer, 256, 32)), 0.1, 42)
+    records = records_from_markdown(results, tokenizer, chunk_tokens=256, chunk_overlap=32,
+                                    fact_variants=s.fact_variants, excluded_sections=s.excluded_sections)
+    train, test = split_by_section(deduplicate(records), 0.1, 42)
+    train += entity_records(train)
     return save_dataset(build_dataset_dict(train, test), base / "dataset", {"tokenizer": "embedded"})

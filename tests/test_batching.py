@@ -1,7 +1,8 @@
 """Batch plans: length-grouped batches (GPU default) and batches filled up to a token budget (BATCH_TOKENS)."""
 from common.batching import (LengthGroupedSampler, TokenBudgetBatchSampler, batches_per_epoch, epoch_batches,
                              padded_length, token_budget_batches)
-from common.training import TrainSettings, total_steps
+from common.settings import TrainSettings
+from common.training import total_steps
 
 
 def _batches(sampler, batch_size):
@@ -54,18 +55,21 @@ def test_token_budget_epochs_reorder_the_same_batches_longest_first():
     lengths = [(i * 53) % 700 + 10 for i in range(300)]
     sampler = TokenBudgetBatchSampler(lengths, 2048, seed=5)
     first = list(sampler)
-    assert len(first) == len(sampler) == batches_per_epoch(lengths, 8, 2048)
+    assert len(first) == len(sampler) == batches_per_epoch(lengths, batch_size=8, batch_tokens=2048)
     assert max(lengths[i] for i in first[0]) == max(lengths)
     sampler.set_epoch(1)
     second = list(sampler)
     assert second != first and sorted(map(sorted, second)) == sorted(map(sorted, first))
-    assert epoch_batches(lengths, 8, 2048, seed=5, epoch=1) == second  # the CPU loop's batches are the same
+    # the CPU loop's batches are the same
+    assert epoch_batches(lengths, batch_size=8, batch_tokens=2048, seed=5, epoch=1) == second
 
 
 def test_steps_per_epoch_follow_the_batching():
     lengths = [100] * 64 + [1000] * 8
-    rows = TrainSettings(batch_size=8, num_epochs=2.0)
-    tokens = TrainSettings(batch_size=8, batch_tokens=8192, num_epochs=2.0)
+    rows = TrainSettings.defaults(batch_size=8, batch_tokens=0, num_epochs=2.0, max_steps=-1,
+                                  gradient_accumulation_steps=1)
+    tokens = rows.replace(batch_tokens=8192)
     assert total_steps(lengths, rows) == 2 * 9
     assert total_steps(lengths, tokens) == 2 * 2  # 64 rows of 128 padded tokens, then 8 of 1024
-    assert epoch_batches(lengths, 8, 0, seed=0, epoch=0) != epoch_batches(lengths, 8, 0, seed=0, epoch=1)
+    rows = dict(batch_size=8, batch_tokens=0, seed=0)
+    assert epoch_batches(lengths, **rows, epoch=0) != epoch_batches(lengths, **rows, epoch=1)

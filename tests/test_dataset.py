@@ -3,6 +3,7 @@ from datasets import DatasetDict, load_from_disk
 
 from common.dataset import (COLUMNS, build_dataset_dict, deduplicate, push_dataset, save_dataset,
                             split_by_section)
+from common.errors import ExportError
 
 
 def test_dataset_opens_with_datasets_and_has_provenance(sample_dataset_dir):
@@ -31,6 +32,42 @@ def test_split_by_section_never_leaks(sample_dataset_dir):
     train_text = " ".join(list(dataset["train"]["output"]) + list(dataset["train"]["input"]))
     for out in dataset["test"]["output"]:
         assert out[:80] not in train_text
+
+
+def test_fact_records_answer_with_a_sentence_of_their_own_section(sample_dataset_dir):
+    from common.knowledge import key_facts
+    dataset = load_from_disk(str(sample_dataset_dir))
+    for split in ("train", "test"):
+        rows = list(dataset[split])
+        text = {r["chunk_id"]: " ".join(r["output"].split()) for r in rows if r["template"] == "section_summary"}
+        facts = [r for r in rows if r["template"] == "fact"]
+        assert len(facts) >= (100 if split == "train" else 1)
+        for r in facts:
+            assert " ".join(r["output"].split()) in text.get(r["chunk_id"], r["output"])  # grounded in its chunk
+            asked = r["instruction"].replace(r["title"], "")  # the question does not hold its number
+            assert not any(f in asked for f in key_facts(r["output"]) if any(c.isdigit() for c in f))
+    card = (sample_dataset_dir / "README.md").read_text()
+    assert "## Records by kind" in card and "| `fact` |" in card
+
+
+def test_entity_records_gather_training_sentences_only(sample_dataset_dir):
+    from common.dataset import split_sentences
+    dataset = load_from_disk(str(sample_dataset_dir))
+    train_sentences = {s for r in dataset["train"] if r["template"] != "entity"
+                       for s in split_sentences(r["output"].replace("\n", " "))}
+    entities = [r for r in dataset["train"] if r["template"] == "entity"]
+    assert entities and not [r for r in dataset["test"] if r["template"] == "entity"]
+    for r in entities:
+        for sentence in split_sentences(r["output"]):
+            assert sentence in train_sentences
+
+
+def test_references_and_acknowledgements_give_no_records(sample_dataset_dir, sample_markdown):
+    assert "## Acknowledgements" in sample_markdown and "## References" in sample_markdown
+    dataset = load_from_disk(str(sample_dataset_dir))
+    sections = {r["section"].split(" > ")[-1] for split in ("train", "test") for r in dataset[split]}
+    assert "Acknowledgements" not in sections and "References" not in sections
+    assert "Abstract" in sections
 
 
 def test_split_is_reproducible():
@@ -64,14 +101,16 @@ def test_save_is_atomic_a_crash_keeps_the_old_dataset(tmp_path, monkeypatch):
 def test_push_to_unreachable_hub_fails_clearly_and_keeps_the_local_copy(tmp_path):
     # no hub is reachable from this machine or CI: the push fails like it does for a user offline
     target = save_dataset(_tiny(3), tmp_path / "ds", {})
-    error = push_dataset(target, "someone/papers", token="hf_supersecret")
-    assert error and "local dataset" in error and "hf_supersecret" not in error
+    with pytest.raises(ExportError) as error:
+        push_dataset(target, "someone/papers", token="hf_supersecret")
+    assert "local dataset" in str(error.value) and "hf_supersecret" not in str(error.value)
     assert len(load_from_disk(str(target))["train"]) == 2
 
 
 def test_push_without_token_says_what_to_do(tmp_path):
     target = save_dataset(_tiny(3), tmp_path / "ds", {})
-    assert "HF_TOKEN" in push_dataset(target, "someone/papers", token=None)
+    with pytest.raises(ExportError, match="HF_TOKEN"):
+        push_dataset(target, "someone/papers", token=None)
 
 
 def deduplicate_pairwise(records, threshold=0.9):

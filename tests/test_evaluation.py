@@ -1,47 +1,64 @@
 """The knowledge check on a real adapter: it must tell a tune that learned from one that did not."""
+import dataclasses
+
 import pytest
 from peft import get_peft_model
 
-from common.evaluation import evaluate_knowledge, knowledge_gained, write_eval_report
+from common.evaluation import FACT_GENERATION, evaluate_knowledge, knowledge_gained, write_eval_report
 from common.inference import load_model_with_adapter
 from common.models import load_causal_lm
-from common.training import TrainSettings, lora_config, tokenize_rows, train_cpu
+from common.settings import TrainSettings
+from common.tokenizing import tokenize_rows
+from common.training import lora_config, train_cpu
 from tests.test_inference import FACT, adapter_dir  # noqa: F401  (the module's trained adapter)
 
 QUESTIONS = [{"question": "From memory, fill in the blank (____):\nIlse Marrow founded Kesterhaven Intertidal "
                           "Station in ____.", "answer_start": "Ilse Marrow founded Kesterhaven Intertidal Station in",
               "answer": "1987", "source": "x.pdf", "page": 1}]
+LONGER = dataclasses.replace(FACT_GENERATION, max_new_tokens=24)
+
+
+PLAIN = [{"question": "Who founded Kesterhaven Intertidal Station, and when?", "answer": "Ilse Marrow, in 1987",
+          "keywords": ["Marrow", "1987"]}]
+
+
+def _evaluate(model, tokenizer, rows):
+    return evaluate_knowledge(model, tokenizer, test_rows=rows, questions=QUESTIONS, plain_questions=PLAIN,
+                              prompt_format="chat", generation=LONGER)
 
 
 def test_tuned_model_beats_the_base_and_the_report_shows_it(adapter_dir, tmp_path):  # noqa: F811
     model, tokenizer, _ = load_model_with_adapter(adapter_dir)
     rows = tokenize_rows([FACT], tokenizer, "chat", 256).rows
-    results = evaluate_knowledge(model, tokenizer, rows, QUESTIONS, "chat", max_new_tokens=24)
+    results = _evaluate(model, tokenizer, rows)
     assert results["tuned"]["test_loss"] < results["base"]["test_loss"] - 0.5
     assert results["tuned"]["closed_book"] == 1.0 and results["base"]["closed_book"] == 0.0
     assert knowledge_gained(results)
     report = write_eval_report(tmp_path, results).read_text()
-    assert "closed-book recall (1 questions) | 0.0% | 100.0%" in report
+    assert "cloze recall (1 sentences, primed) | 0.0% | 100.0%" in report
+    assert results["base"]["question_recall"] == 0.0 and "| question recall (1 plain questions" in report
     assert (tmp_path / "eval.png").exists() and (tmp_path / "eval.json").exists()
 
 
 def test_an_adapter_that_learned_nothing_is_caught(embedded_path, tokenizer):
     # a fresh LoRA (B = 0) acts as "adapter not applied" / "all labels masked": tuned == base
-    model = get_peft_model(load_causal_lm(str(embedded_path)), lora_config(TrainSettings()))
+    model = get_peft_model(load_causal_lm(str(embedded_path)), lora_config(TrainSettings.defaults()))
     rows = tokenize_rows([FACT], tokenizer, "chat", 256).rows
-    results = evaluate_knowledge(model, tokenizer, rows, QUESTIONS, "chat", max_new_tokens=24)
+    results = _evaluate(model, tokenizer, rows)
     assert results["tuned"]["test_loss"] == pytest.approx(results["base"]["test_loss"])
     assert not knowledge_gained(results)
     assert results["forgetting"]["changed_share"] == 0.0
+    assert results["forgetting"]["retention"] == 1.0 and results["forgetting"]["known_by_base"] >= 5
+    assert results["forgetting"]["own_answer_loss_tuned"] == pytest.approx(results["forgetting"]["own_answer_loss_base"])
 
 
 def test_training_with_every_label_masked_is_caught(embedded_path, tokenizer):
     # what a wrong response marker does when the format check is bypassed: the tune learns nothing
-    settings = TrainSettings(batch_size=1, max_steps=3, learning_rate=2e-3, warmup_steps=0, seed=0)
+    settings = TrainSettings.defaults(batch_size=1, max_steps=3, learning_rate=2e-3, warmup_steps=0, seed=0)
     model = get_peft_model(load_causal_lm(str(embedded_path)), lora_config(settings))
     rows = tokenize_rows([FACT], tokenizer, "chat", 256).rows
     masked = [{**row, "labels": [-100] * len(row["labels"])} for row in rows]
     train_cpu(model, masked, tokenizer.pad_token_id, settings)
-    results = evaluate_knowledge(model, tokenizer, rows, QUESTIONS, "chat", max_new_tokens=24)
+    results = _evaluate(model, tokenizer, rows)
     assert not knowledge_gained(results)
     assert results["tuned"]["closed_book"] == results["base"]["closed_book"] == 0.0

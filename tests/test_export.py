@@ -1,14 +1,20 @@
-"""Merge, GGUF and Hub export of the adapter trained in test_inference (the same fixture, trained once)."""
+"""Merge, GGUF (+ Ollama Modelfile) and Hub export of the adapter trained in test_inference (the same fixture,
+trained once)."""
 import hashlib
 import json
 import os
+import re
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from common.export import ExportError, check_gguf, convert_to_gguf, find_llama_cpp_tool, merge_adapter, push_folder
+from common.errors import ExportError
+from common import export as export_module
+from common.export import (check_gguf, convert_to_gguf, export, find_llama_cpp_tool, merge_adapter, modelfile_text,
+                           ollama_chat, push_folder)
 from common.inference import load_model_with_adapter
+from common.settings import AnswerSettings
 from tests.test_inference import FACT, adapter_dir, run_script  # noqa: F401 (adapter_dir is a fixture)
 
 
@@ -69,11 +75,16 @@ def test_a_file_that_is_not_gguf_is_refused(merged_dir, tmp_path):
                     reason="llama.cpp's convert_hf_to_gguf.py not found (run `make llama-cpp` or set LLAMA_CPP_DIR)")
 @pytest.mark.parametrize("quant, file_type, weight_type", [("q8_0", 7, "Q8_0"), ("f16", 1, "F16")],
                          ids=["q8_0", "f16"])
-def test_gguf_conversion_reads_back(merged_dir, tmp_path, quant, file_type, weight_type):
+def test_gguf_conversion_reads_back(adapter_dir, merged_dir, tmp_path, quant, file_type, weight_type,  # noqa: F811
+                                    monkeypatch):
     from gguf import GGUFReader
     from safetensors import safe_open
-    gguf = convert_to_gguf(merged_dir, tmp_path, quant)
-    assert gguf == tmp_path / f"model-{quant}.gguf" and list(tmp_path.iterdir()) == [gguf]
+    monkeypatch.setattr(export_module, "merge_adapter", lambda *args, **kwargs: merged_dir)  # tested above
+    export(AnswerSettings.defaults(adapter_dir=str(adapter_dir), gguf_to=str(tmp_path), gguf_quant=quant))
+    gguf = tmp_path / f"model-{quant}.gguf"
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "Modelfile", gguf]  # the Modelfile beside the GGUF
+    modelfile = (tmp_path / "Modelfile").read_text()
+    assert modelfile.startswith(f"FROM ./{gguf.name}\n") and 'PARAMETER stop "<|im_end|>"' in modelfile
     info = check_gguf(gguf, merged_dir)
     with safe_open(str(merged_dir / "model.safetensors"), "pt") as weights:
         hf_tensors = len(list(weights.keys()))  # SmolLM2 ties lm_head to the embedding: 30 x 9 + 2
@@ -96,9 +107,125 @@ def test_gguf_conversion_reads_back(merged_dir, tmp_path, quant, file_type, weig
     assert (meta["tokenizer.ggml.bos_token_id"], meta["tokenizer.ggml.eos_token_id"]) == (
         tokenizer.bos_token_id, tokenizer.eos_token_id)
     assert "<|im_start|>" in meta["tokenizer.chat_template"]
+    tokens = reader.fields["tokenizer.ggml.tokens"].contents()
+    assert tokens[meta["tokenizer.ggml.eos_token_id"]] == "<|im_end|>"  # the stop token is one token of the GGUF
     types = {t.name: t.tensor_type.name for t in reader.tensors}
     assert types["token_embd.weight"] == types["blk.0.attn_q.weight"] == types["blk.29.ffn_down.weight"] == weight_type
     assert {types[name] for name in types if name.endswith("norm.weight")} == {"F32"}
+
+
+# A renderer of the Go template subset that Ollama's TEMPLATE gets from export: text, {{ .Field }},
+# {{ if COND }}...{{ else }}...{{ end }} (COND: .Field, or eq/ne .Field "text"), {{ range .Messages }}...{{ end }}.
+def _go_parse(tokens, at=0):
+    nodes = []
+    while at < len(tokens):
+        kind, value = tokens[at]
+        at += 1
+        if kind == "text" or not re.match(r"(if|range|end|else)\b", value):
+            nodes.append((kind, value))
+        elif value in ("end", "else"):
+            return nodes, at - 1
+        else:
+            body, at = _go_parse(tokens, at)
+            other = []
+            if tokens[at][1] == "else":
+                other, at = _go_parse(tokens, at + 1)
+            nodes.append((value.split()[0], value.split(maxsplit=1)[1], body, other))
+            at += 1  # the {{ end }}
+    return nodes, at
+
+
+def _go_value(expression, dot):
+    compare = re.fullmatch(r'(eq|ne) \.(\w+) "(.*)"', expression)
+    if compare:
+        return (dot[compare[2]] == compare[3]) == (compare[1] == "eq")
+    return dot[re.fullmatch(r"\.(\w+)", expression)[1]]
+
+
+def _go_execute(nodes, dot):
+    out = ""
+    for node in nodes:
+        if node[0] == "text":
+            out += node[1]
+        elif node[0] == "action":
+            out += str(_go_value(node[1], dot))
+        elif node[0] == "if":
+            out += _go_execute(node[2] if _go_value(node[1], dot) else node[3], dot)
+        else:  # range
+            out += "".join(_go_execute(node[2], item) for item in _go_value(node[1], dot))
+    return out
+
+
+def render_go_template(template, *, system, messages):
+    """What Ollama writes for a chat: .System is the system prompt, .Messages every message (system included)."""
+    pieces = re.split(r"{{\s*(.*?)\s*}}", template)
+    tokens = [("action" if i % 2 else "text", piece) for i, piece in enumerate(pieces) if piece or i % 2]
+    nodes, at = _go_parse(tokens)
+    assert at == len(tokens), "an {{ end }} without its if/range"
+    return _go_execute(nodes, {"System": system, "Messages": [{"Role": m["role"], "Content": m["content"]}
+                                                               for m in messages]})
+
+
+TWO_TURN_CHAT = [{"role": "user", "content": "Who wrote the paper?\nName them."},
+                 {"role": "assistant", "content": "Smith and Lee."}, {"role": "user", "content": "In which year?"}]
+LLAMA_3_TEMPLATE = ("{% for message in messages %}{% if loop.first %}{{ '<|begin_of_text|>' }}{% endif %}"
+                    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim"
+                    " + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}"
+                    "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+
+
+def _tokenizer(merged_dir, chat_template=None):
+    tokenizer = AutoTokenizer.from_pretrained(str(merged_dir))
+    if chat_template:
+        tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+def test_modelfile_template_renders_the_chat_as_the_tokenizer_does(merged_dir):
+    tokenizer = _tokenizer(merged_dir)
+    chat = ollama_chat(tokenizer)
+    assert chat.family == "ChatML" and chat.stops == (tokenizer.eos_token,) == ("<|im_end|>",)
+    assert chat.system == "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    # Ollama puts the Modelfile's SYSTEM first in .Messages when the chat has none, and in .System
+    ollama = render_go_template(chat.template, system=chat.system,
+                                messages=[{"role": "system", "content": chat.system}, *TWO_TURN_CHAT])
+    assert ollama == tokenizer.apply_chat_template(TWO_TURN_CHAT, tokenize=False, add_generation_prompt=True)
+    own = [{"role": "system", "content": "Answer briefly."}, *TWO_TURN_CHAT]
+    assert render_go_template(chat.template, system="Answer briefly.", messages=own) == \
+        tokenizer.apply_chat_template(own, tokenize=False, add_generation_prompt=True)
+
+
+def test_modelfile_has_from_the_stop_token_and_03s_sampling_settings(merged_dir):
+    settings = AnswerSettings.defaults(temperature=0.7, top_p=0.8, repetition_penalty=1.3, max_new_tokens=64)
+    text = modelfile_text("model-q8_0.gguf", ollama_chat(_tokenizer(merged_dir)), settings.generation())
+    template = re.search(r'^TEMPLATE """(.*?)"""$', text, re.S | re.M)[1]
+    assert template == ollama_chat(_tokenizer(merged_dir)).template and template.endswith("assistant\n")
+    assert text.startswith("FROM ./model-q8_0.gguf\n")
+    assert 'SYSTEM """You are a helpful AI assistant named SmolLM, trained by Hugging Face"""' in text
+    assert re.findall(r"^PARAMETER (\w+) (.*)$", text, re.M) == [
+        ("stop", '"<|im_end|>"'), ("temperature", "0.7"), ("top_p", "0.8"), ("repeat_penalty", "1.3"),
+        ("num_predict", "64"), ("seed", str(settings.seed))]
+    defaults = modelfile_text("m.gguf", ollama_chat(_tokenizer(merged_dir)), AnswerSettings.defaults().generation())
+    assert "PARAMETER temperature 0.0\n" in defaults and "PARAMETER num_predict 128\n" in defaults  # 03's constants
+
+
+def test_a_llama_3_template_is_recognised_without_its_bos(merged_dir):
+    tokenizer = _tokenizer(merged_dir, LLAMA_3_TEMPLATE)
+    chat = ollama_chat(tokenizer)
+    assert (chat.family, chat.system, chat.stops) == ("Llama-3", None, ("<|eot_id|>", tokenizer.eos_token))
+    expected = tokenizer.apply_chat_template(TWO_TURN_CHAT, tokenize=False, add_generation_prompt=True)
+    assert render_go_template(chat.template, system="", messages=TWO_TURN_CHAT) == \
+        expected.removeprefix("<|begin_of_text|>")  # llama.cpp adds the BOS itself
+
+
+def test_an_unknown_template_leaves_template_to_write_by_hand(merged_dir):
+    tokenizer = _tokenizer(merged_dir, "{% for m in messages %}### {{ m['role'] }}: {{ m['content'] }}\n{% endfor %}")
+    chat = ollama_chat(tokenizer)
+    assert (chat.family, chat.template, chat.system, chat.stops) == (None, None, None, ("<|im_end|>",))
+    text = modelfile_text("model-f16.gguf", chat, AnswerSettings.defaults().generation())
+    assert text.startswith("FROM ./model-f16.gguf\n") and "\nTEMPLATE" not in text
+    assert "# TEMPLATE: this model's chat template is none of ChatML, Llama-3; write" in text
+    assert 'PARAMETER stop "<|im_end|>"' in text and "PARAMETER top_p 0.9" in text
 
 
 def _digest(folder):

@@ -7,14 +7,22 @@ import pytest
 from peft import PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from common.inference import (PromptsFileError, chat, compare_markdown, generate, load_model_with_adapter,
-                              read_prompts)
-from common.models import EMBEDDED_MODEL, ModelError, load_causal_lm
-from common.training import TrainSettings, lora_config, save_adapter, tokenize_rows, train_cpu
+from common.adapter import save_adapter
+from common.errors import ModelError, PromptsFileError
+from common.inference import chat, compare_markdown, generate, load_model_with_adapter, read_prompts
+from common.models import EMBEDDED_MODEL, load_causal_lm
+from common.settings import AnswerSettings, TrainSettings
+from common.tokenizing import tokenize_rows
+from common.training import lora_config, train_cpu
 from tests.conftest import ROOT
 
 FACT = {"instruction": "Who founded Kesterhaven Intertidal Station?", "input": "",
         "output": "Ilse Marrow founded Kesterhaven Intertidal Station in 1987."}
+
+
+def generation(max_new_tokens):
+    """03's sampling settings, with a shorter answer."""
+    return AnswerSettings.defaults(max_new_tokens=max_new_tokens).generation()
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +31,12 @@ def adapter_dir(tmp_path_factory, embedded_path, tokenizer):
     trained = tmp_path_factory.getbasetemp() / "fact-run" / "adapter"
     if (trained / "training_config.json").exists():  # trained already in this session (test_export imports this)
         return trained
-    settings = TrainSettings(batch_size=1, max_steps=12, learning_rate=2e-3, warmup_steps=0, seed=0)
+    out = tmp_path_factory.mktemp("fact-run", numbered=False)
+    settings = TrainSettings.defaults(batch_size=1, max_steps=12, learning_rate=2e-3, warmup_steps=0, seed=0,
+                                      model_name=EMBEDDED_MODEL, prompt_format="chat", output_dir=str(out))
     model = get_peft_model(load_causal_lm(str(embedded_path)), lora_config(settings))
     train_cpu(model, tokenize_rows([FACT], tokenizer, "chat", 256).rows, tokenizer.pad_token_id, settings)
-    out = tmp_path_factory.mktemp("fact-run", numbered=False)
-    return save_adapter(model, tokenizer, out, {"MODEL_NAME": EMBEDDED_MODEL, "PROMPT_FORMAT": "chat"}, [])
+    return save_adapter(model, tokenizer, settings, [])
 
 
 def test_plain_peft_loads_the_adapter_and_generates(adapter_dir, embedded_path):
@@ -43,8 +52,8 @@ def test_plain_peft_loads_the_adapter_and_generates(adapter_dir, embedded_path):
 
 def test_tuned_model_answers_with_the_learned_fact_and_stops(adapter_dir):
     model, tokenizer, settings = load_model_with_adapter(adapter_dir)
-    assert settings["PROMPT_FORMAT"] == "chat"
-    answer = generate(model, tokenizer, [FACT["instruction"]], "chat", max_new_tokens=40)[0]
+    assert settings.prompt_format == "chat"
+    answer = generate(model, tokenizer, [FACT["instruction"]], prompt_format="chat", generation=generation(40))[0]
     assert "Marrow" in answer and "1987" in answer
     assert len(tokenizer(answer)["input_ids"]) < 40  # stopped at EOS, not at the token limit
 
@@ -106,14 +115,15 @@ def test_chat_keeps_the_turns_as_history_until_reset(adapter_dir, monkeypatch):
     model, tokenizer, _ = load_model_with_adapter(adapter_dir)
     seen = []
     real_format = inference.format_prompt
-    monkeypatch.setattr(inference, "format_prompt", lambda *a: seen.append(len(a[-1])) or real_format(*a))
+    monkeypatch.setattr(inference, "format_prompt",
+                        lambda *a, **k: seen.append(len(k["history"])) or real_format(*a, **k))
     lines = [FACT["instruction"], "And in which year?", "/reset", "Hello"]
 
     def read_line(_):
         if not lines:
             raise EOFError
         return lines.pop(0)
-    history = chat(model, tokenizer, "chat", read_line, max_new_tokens=6)
+    history = chat(model, tokenizer, prompt_format="chat", generation=generation(6), read_line=read_line)
     assert seen == [0, 1, 0] and [user for user, _ in history] == ["Hello"]
 
 

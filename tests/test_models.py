@@ -2,7 +2,8 @@ import json
 
 from safetensors import safe_open
 
-from common.models import EMBEDDED_MODEL, ModelError, load_causal_lm, load_tokenizer, resolve_model_path
+from common.errors import ModelError
+from common.models import EMBEDDED_MODEL, load_causal_lm, load_tokenizer, resolve_model_path
 
 
 def test_embedded_model_is_plain_safetensors_with_fixed_tokens(embedded_path, tokenizer):

@@ -27,15 +27,18 @@ def test_the_demo_learns_the_paper(tmp_path):
     assert (tmp_path / "ds" / "questions.jsonl").read_text().count("____") >= 30
     assert len(load_from_disk(str(tmp_path / "ds"))["train"]) > 10
     out = run("02_fine_tuning.py", "--dataset-dir", str(tmp_path / "ds"), "--output-dir", str(tmp_path / "run"))
-    assert "Knowledge check: held-out perplexity" in out
+    assert "Knowledge check: question recall" in out
     adapter = tmp_path / "run" / "adapter"
     assert PeftConfig.from_pretrained(str(adapter)).peft_type == "LORA"
     assert (tmp_path / "run" / "report.md").exists() and (tmp_path / "run" / "loss.png").exists()
     results = json.loads((tmp_path / "run" / "eval.json").read_text())
     base, tuned = results["base"], results["tuned"]
-    assert tuned["test_perplexity"] < 0.9 * base["test_perplexity"]  # seen: 0.75 to 0.78
-    assert tuned["closed_book"] >= base["closed_book"] + 0.07  # at least 3 more of ~40 facts recalled
-    assert "| closed-book recall" in (tmp_path / "run" / "eval.md").read_text()
+    assert tuned["test_perplexity"] < 0.9 * base["test_perplexity"]  # seen: 0.59
+    assert tuned["closed_book"] >= base["closed_book"] + 0.07  # cloze: at least 3 more of ~40 facts; seen +30%
+    assert tuned["question_recall"] >= base["question_recall"] + 0.12  # 3 more of 24 plain questions; seen +33%
+    assert results["forgetting"]["retention"] >= 0.3  # seen 55% with self-replay, 13% without
+    report = (tmp_path / "run" / "eval.md").read_text()
+    assert "| question recall" in report and "| cloze recall" in report and "| everyday questions" in report
     out = run("03_using_the_model.py", "--adapter-dir", str(adapter), "--max-new-tokens", "8",
               "--prompt", "What is the Velmora tidal-lichen?")
     assert "Answer:" in out
@@ -63,3 +66,36 @@ def test_failed_push_of_the_adapter_keeps_it_and_hides_the_token(sample_dataset_
     assert result.returncode == 1 and "Could not push" in result.stderr and "Traceback" not in result.stderr
     assert "hf_never_printed" not in result.stdout + result.stderr
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_device_cuda_without_a_gpu_fails_with_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "02_fine_tuning.py", "--device", "cuda", "--output-dir",
+                             str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("Error: --device cuda was asked for, but no CUDA GPU")
+    assert "pip install -r requirements-gpu.txt" in result.stderr
+
+
+# 02 as a user runs it, but with the GPU trainer raising what torch raises when CUDA memory runs out: no CPU
+# machine can run out of CUDA memory, so that one failure is injected; everything around it is the real script.
+CUDA_OUT_OF_MEMORY = """
+import runpy, sys, torch
+import common.models, common.training, common.training_gpu
+cpu_model = common.training.load_model_for_training
+def out_of_memory(*args, **kwargs):
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total)")
+common.models.unsloth_available = lambda: (True, "")
+common.training.load_model_for_training = lambda path, s, device: cpu_model(path, s, "cpu")
+common.training_gpu.train_unsloth = out_of_memory
+sys.argv = ["02_fine_tuning.py", *sys.argv[1:]]
+runpy.run_path("02_fine_tuning.py", run_name="__main__")
+"""
+
+
+def test_cuda_out_of_memory_says_what_to_lower_in_one_line(sample_dataset_dir, tmp_path):
+    result = subprocess.run([sys.executable, "-c", CUDA_OUT_OF_MEMORY, "--dataset-dir", str(sample_dataset_dir),
+                             "--output-dir", str(tmp_path / "run"), "--no-evaluate"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: CUDA ran out of memory. Lower BATCH_SIZE")
+    assert not (tmp_path / "run" / "adapter").exists()

@@ -2,9 +2,11 @@ import pytest
 import torch
 from peft import get_peft_model
 
+from common.errors import FormattingError
 from common.models import load_causal_lm
-from common.training import (IGNORE_INDEX, FormattingError, TrainSettings, check_tokenized,
-                             lora_config, mean_loss, tokenize_rows, train_cpu)
+from common.settings import TrainSettings
+from common.tokenizing import IGNORE_INDEX, check_tokenized, tokenize_rows
+from common.training import lora_config, mean_loss, train_cpu
 
 RECORDS = [{"instruction": "Who founded Kesterhaven Intertidal Station?", "input": "",
             "output": "Ilse Marrow founded it in 1987."},
@@ -60,7 +62,7 @@ def test_long_rows_are_counted_not_silently_cut(tokenizer, capsys):
 
 def test_a_few_cpu_steps_lower_the_training_loss(embedded_path, tokenizer):
     rows = tokenize_rows(RECORDS, tokenizer, "chat", 256).rows
-    settings = TrainSettings(batch_size=2, max_steps=6, learning_rate=1e-3, warmup_steps=0, seed=0)
+    settings = TrainSettings.defaults(batch_size=2, max_steps=6, learning_rate=1e-3, warmup_steps=0, seed=0)
     model = get_peft_model(load_causal_lm(str(embedded_path)), lora_config(settings))
     before = mean_loss(model, rows, tokenizer.pad_token_id)
     history = train_cpu(model, rows, tokenizer.pad_token_id, settings, eval_rows=rows)
@@ -80,8 +82,8 @@ def _train(embedded_path, rows, pad_id, settings, **kwargs):
 def test_killed_run_resumed_ends_with_the_same_adapter(embedded_path, tokenizer, tmp_path, batch_tokens):
     from common.checkpoints import checkpoint_dirs, latest_checkpoint
     rows = tokenize_rows(RECORDS * 2, tokenizer, "chat", 256).rows
-    settings = TrainSettings(batch_size=2, batch_tokens=batch_tokens, max_steps=4, learning_rate=1e-3,
-                             warmup_steps=1, seed=0, save_steps=2, save_total_limit=1, lora_dropout=0.1)
+    settings = TrainSettings.defaults(batch_size=2, batch_tokens=batch_tokens, max_steps=4, learning_rate=1e-3,
+                                      warmup_steps=1, seed=0, save_steps=2, save_total_limit=1, lora_dropout=0.1)
     whole = _train(embedded_path, rows, tokenizer.pad_token_id, settings)
     try:  # a run killed during step 3: its checkpoint of step 2 is the latest
         _train(embedded_path, rows, tokenizer.pad_token_id, settings, output_dir=tmp_path,
@@ -104,13 +106,14 @@ def _kill_at(entry, step):
 
 def test_dataset_for_another_tokenizer_is_refused(tmp_path, tokenizer):
     import json
-    from common.training import check_dataset_tokenizer
+    from common.dataset import check_dataset_tokenizer
+    from common.errors import DatasetError
     other = tmp_path / "other-tokenizer"
     broken = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
     broken.add_tokens(["<new-token>"])
     broken.save_pretrained(str(other))
     (tmp_path / "pipeline.json").write_text(json.dumps({"tokenizer": str(other)}))
-    with pytest.raises(ValueError, match="Rebuild it"):
+    with pytest.raises(DatasetError, match="Rebuild it"):
         check_dataset_tokenizer(tmp_path, tokenizer)
     (tmp_path / "pipeline.json").write_text(json.dumps({"tokenizer": tokenizer.name_or_path}))
     check_dataset_tokenizer(tmp_path, tokenizer)  # the same vocabulary passes
@@ -118,9 +121,10 @@ def test_dataset_for_another_tokenizer_is_refused(tmp_path, tokenizer):
 
 def test_no_space_for_checkpoints_is_refused_before_loading(tmp_path, embedded_path, monkeypatch):
     import shutil
-    from common.training import check_output_space
-    settings = TrainSettings()
+    from common.checkpoints import check_output_space
+    from common.errors import TrainingError
+    settings = TrainSettings.defaults()
     assert check_output_space(tmp_path, embedded_path, settings) > 0
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
-    with pytest.raises(OSError, match="Not enough disk space"):
+    with pytest.raises(TrainingError, match="Not enough disk space"):
         check_output_space(tmp_path, embedded_path, settings)

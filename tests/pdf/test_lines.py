@@ -1,13 +1,13 @@
 import re
 
-from common.layout import pages_to_markdown
-from common.pdf_lines import footnotes_last, page_blocks
-from tests.test_layout import BODY, _body, _line, _pages
+from common.pdf.layout import pages_to_markdown
+from common.pdf.lines import footnotes_last, page_blocks
+from tests.pdf.test_layout import BODY, _body, _line, _pages
 
 
 def _texts(pages):
     """The text of every line page_blocks keeps, page by page."""
-    return [[line["text"] for block in blocks for line in block["lines"]] for blocks in page_blocks(pages)]
+    return [[line.text for block in blocks for line in block.lines] for blocks in page_blocks(pages)]
 
 
 def test_bold_is_read_from_font_names_not_pdfium_weights():
@@ -16,7 +16,7 @@ def test_bold_is_read_from_font_names_not_pdfium_weights():
     pages = _pages([[_line(72, 100, "1 Introduction", font="CMBX10", weight=570)], _body(120),
                     [_line(72, 170, "Short regular line here")], _body(190),
                     [_line(72, 240, "Fixed effects", font="LinLibertineTB", weight=1100)], _body(260)])
-    bold = {line["text"]: line["bold"] for block in page_blocks(pages)[0] for line in block["lines"]}
+    bold = {line.text: line.bold for block in page_blocks(pages)[0] for line in block.lines}
     assert bold["1 Introduction"] and bold["Fixed effects"]
     assert not bold["Short regular line here"] and not bold[BODY[0]]
     markdown = pages_to_markdown(pages)
@@ -25,8 +25,8 @@ def test_bold_is_read_from_font_names_not_pdfium_weights():
 
 def test_cells_are_split_at_gaps_wider_than_an_em():
     line = page_blocks(_pages([[_line(72, 100, [(72, "Command"), (200, "Number"), (300, "Comments")])]]))[0][0]
-    assert [cell[0] for cell in line["lines"][0]["cells"]] == ["Command", "Number", "Comments"]
-    assert line["lines"][0]["block"] == (0, 0)
+    assert [cell.text for cell in line.lines[0].cells] == ["Command", "Number", "Comments"]
+    assert line.lines[0].block == (0, 0)
 
 
 def test_running_heads_of_odd_and_even_pages_and_a_rotated_watermark_are_dropped():
@@ -59,10 +59,10 @@ def test_footnotes_move_after_the_text_of_their_page():
             _line(72, 711, "For instance Nynorsk is not defined.", size=8)]
     right = [_line(318, 100, "current version runs only with LaTeX."), _line(318, 112, "The package is stable.")]
     pages = _pages([[_line(72, 560, "Fixed effects are found by least squares.")], left, right])
-    lines = [line for block in page_blocks(pages)[0] for line in block["lines"]]
+    lines = [line for block in page_blocks(pages)[0] for line in block.lines]
     ordered = footnotes_last(lines, 10.0, 792)
-    assert [line["text"] for line in ordered][-1] == "For instance Nynorsk is not defined."
-    assert all(line["block"][0] == "footnote" for line in ordered[-2:])
+    assert [line.text for line in ordered][-1] == "For instance Nynorsk is not defined."
+    assert all(line.block[0] == "footnote" for line in ordered[-2:])
     markdown = pages_to_markdown(pages)
     assert "help. The current version runs only" in markdown, markdown
     assert "1 In some languages names are missing. For instance Nynorsk is not defined." in markdown
@@ -73,7 +73,7 @@ def test_text_scaled_by_its_matrix_takes_its_size_from_the_character_boxes():
     # publishers' PDFs often set `/F1 1 Tf` and scale by the text matrix: pdfium then reports size 1 for all
     heading = [_line(72, 100, "Introduction", size=10.1, reported_size=1.0)]
     body = [_line(72, 120 + 9 * k, text, size=6.8, reported_size=1.0) for k, text in enumerate(BODY)]
-    sizes = {line["text"]: line["size"] for block in page_blocks(_pages([heading, body]))[0] for line in block["lines"]}
+    sizes = {line.text: line.size for block in page_blocks(_pages([heading, body]))[0] for line in block.lines}
     assert sizes["Introduction"] == 10.1 and sizes[BODY[0]] == 6.8
     assert "\n# Introduction\n" in pages_to_markdown(_pages([heading, body]))
 
@@ -85,5 +85,5 @@ def test_a_numbered_code_listing_is_monospace_though_its_numbers_are_not():
         y = 100 + 12 * k
         number, text = _line(72, y, str(504 + k), font="CMR10"), _line(100, y, code, font="CMTT10")
         listing.append({"spans": number["spans"] + text["spans"], "bbox": [72, y, text["bbox"][2], y + 10]})
-    lines = [line for block in page_blocks(_pages([_body(40), listing]))[0] for line in block["lines"]]
-    assert [line["mono"] for line in lines[-3:]] == [True, True, True] and not lines[0]["mono"]
+    lines = [line for block in page_blocks(_pages([_body(40), listing]))[0] for line in block.lines]
+    assert [line.mono for line in lines[-3:]] == [True, True, True] and not lines[0].mono

@@ -7,6 +7,8 @@ from common.pdf import ConversionError, convert_text_layer
 from tests.conftest import SAMPLE_PDF
 from tests.fixtures.make_fixtures import APPENDIX, APPENDIX_TABLE, RUNNING_HEAD, TWO_COLUMN, TWO_COLUMN_TITLE
 
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
 
 def test_sample_headings_become_markdown_levels(sample_markdown):
     assert re.search(r"^# Growth, Zonation and Salt Tolerance", sample_markdown, re.M)
@@ -65,7 +67,25 @@ def test_image_only_pdf(tmp_path):
     document.new_page(612, 792)
     document.new_page(612, 792)
     document.save(str(tmp_path / "scan.pdf"))
-    _expect_failure(tmp_path / "scan.pdf", "image-only", "--converter marker")
+    _expect_failure(tmp_path / "scan.pdf", "image-only", "OCR")
+
+
+def test_the_scanned_page_of_a_text_pdf_is_found_and_its_text_pages_converted():
+    from common.pdf import pages_without_text
+    from tests.fixtures.make_fixtures import SCANNED_TEXT_PAGES
+    assert pages_without_text(FIXTURES / "scanned_page.pdf") == ([3], 4)
+    assert pages_without_text(SAMPLE_PDF) == ([], 7)
+    markdown = convert_text_layer(FIXTURES / "scanned_page.pdf")
+    assert all(p in markdown for sections in SCANNED_TEXT_PAGES for _, paragraphs in sections for p in paragraphs)
+
+
+def test_another_converters_pages_are_put_in_after_their_marks():
+    from common.pdf.files import page_text_chars, splice_pages, split_pages
+    text = "<!-- page 1 -->\n\n# Title\n\nText.\n\n<!-- page 2 -->\n\n<!-- page 3 -->\n\nMore.\n"
+    ocr = split_pages("<!-- page 2 -->\n\nRead from the scan.\n")
+    assert splice_pages(text, ocr) == ("<!-- page 1 -->\n\n# Title\n\nText.\n\n<!-- page 2 -->\n\nRead from "
+                                       "the scan.\n\n<!-- page 3 -->\n\nMore.\n")
+    assert page_text_chars(text) == {1: 11, 2: 0, 3: 5}  # spaces not counted
 
 
 def test_encrypted_pdf(tmp_path):
@@ -76,8 +96,6 @@ def test_encrypted_pdf(tmp_path):
 
 
 # ---------------------------------------------------------------- harder layouts (tests/fixtures/make_fixtures.py)
-
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="module")

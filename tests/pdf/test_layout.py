@@ -1,4 +1,5 @@
-from common.layout import _join_lines, pages_to_markdown, reading_order
+from common.pdf.layout import _join_lines, pages_to_markdown, reading_order
+from common.pdf.lines import Block, Box
 
 
 def test_hyphenation_at_line_end_is_undone():
@@ -8,8 +9,8 @@ def test_hyphenation_at_line_end_is_undone():
 
 
 def test_reading_order_keeps_single_column_pages_top_to_bottom():
-    blocks = [{"bbox": [72, y, 540, y + 20]} for y in (300, 100, 200)] + [{"bbox": [72, 50, 150, 60]}]
-    assert [b["bbox"][1] for b in reading_order(blocks, 612)] == [50, 100, 200, 300]
+    blocks = [Block(Box(72, y, 540, y + 20), []) for y in (300, 100, 200)] + [Block(Box(72, 50, 150, 60), [])]
+    assert [b.bbox.y0 for b in reading_order(blocks, 612)] == [50, 100, 200, 300]
 
 
 # ---------------------------------------------------------------- defects found on real papers (issue 3)

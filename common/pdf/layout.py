@@ -1,4 +1,4 @@
-"""Markdown rebuilt from a PDF's text layer: the lines that common/pdf_lines.py reads, in reading order.
+"""Markdown rebuilt from a PDF's text layer: the lines that common/pdf/lines.py reads, in reading order.
 
 In reading order (two columns read left, then right): headings as `#` levels (by font size, bold or
 small-caps fonts, section numbers 1.2 / A.1 / Appendix B / II., ALL-CAPS titles that stand apart), the
@@ -11,9 +11,12 @@ provenance. The entry point is pages_to_markdown.
 """
 import re
 from collections import Counter
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from .pdf import PAGE_MARK
-from .pdf_lines import footnotes_last, merge_split_lines, page_blocks
+from .lines import Block, Cell, Page, footnotes_last, merge_split_lines, page_blocks
+
+PAGE_MARK = "<!-- page {} -->"  # before each page's markdown, numbered from 1
 
 _NUMBERED_HEADING = re.compile(r"^((\d+)(\.\d+)*|[A-Z](\.\d+)+|[A-Z](?=\.?\s+[A-Z])|[IVX]+(?=\.\s)|"
                                r"(?:Appendix|APPENDIX)\s+[A-Z0-9]+)[.:]?\s+\S")
@@ -30,10 +33,10 @@ _SECTION_NAMES = {"abstract", "references", "bibliography", "acknowledgements", 
 
 def _is_justified_prose(cells):
     """A line of words that justification spread evenly (gaps alike, bar those after punctuation)."""
-    if len(cells) < 4 or sum(bool(re.fullmatch(r"[^\W\d_][\w’'-]*[.,;:!?)]?|\(?[^\W\d_]+", c[0].split()[0]))
+    if len(cells) < 4 or sum(bool(re.fullmatch(r"[^\W\d_][\w’'-]*[.,;:!?)]?|\(?[^\W\d_]+", c.text.split()[0]))
                              for c in cells) < 0.75 * len(cells):
         return False
-    gaps = [b[1] - a[2] for a, b in zip(cells, cells[1:]) if not a[0].endswith((".", ",", ";", ":", "!", "?"))]
+    gaps = [b.x0 - a.x1 for a, b in zip(cells, cells[1:]) if not a.text.endswith((".", ",", ";", ":", "!", "?"))]
     return len(gaps) >= 2 and max(gaps) <= 1.3 * min(gaps)
 
 
@@ -64,7 +67,7 @@ def _heading_level(text, size, body_size, size_levels, bold, alone=False):
     return 0
 
 
-def reading_order(blocks, page_width):
+def reading_order(blocks: list[Block], page_width: float) -> list[Block]:
     """Blocks top to bottom, but where text runs in two columns, the whole left column first.
 
     pdftext's sort=True orders by height alone, which interleaves the columns. Blocks that cross the
@@ -74,14 +77,14 @@ def reading_order(blocks, page_width):
     mid, ordered, band = page_width / 2, [], []
 
     def close_band():
-        wide = [b for b in band if b["bbox"][2] - b["bbox"][0] > 0.25 * page_width]
-        two_columns = any(b["bbox"][2] <= mid for b in wide) and any(b["bbox"][0] >= mid for b in wide)
-        ordered.extend(sorted(band, key=lambda b: (two_columns and (b["bbox"][0] + b["bbox"][2]) / 2 > mid,
-                                                   round(b["bbox"][1] / 1.25), b["bbox"][0])))
+        wide = [b for b in band if b.bbox.x1 - b.bbox.x0 > 0.25 * page_width]
+        two_columns = any(b.bbox.x1 <= mid for b in wide) and any(b.bbox.x0 >= mid for b in wide)
+        ordered.extend(sorted(band, key=lambda b: (two_columns and (b.bbox.x0 + b.bbox.x1) / 2 > mid,
+                                                   round(b.bbox.y0 / 1.25), b.bbox.x0)))
         band.clear()
 
-    for block in sorted(blocks, key=lambda b: (b["bbox"][1], b["bbox"][0])):
-        if block["bbox"][0] < mid - 2 and mid + 2 < block["bbox"][2]:
+    for block in sorted(blocks, key=lambda b: (b.bbox.y0, b.bbox.x0)):
+        if block.bbox.x0 < mid - 2 and mid + 2 < block.bbox.x1:
             close_band()
             ordered.append(block)
         else:
@@ -112,46 +115,58 @@ def _table_markdown(rows):
 
 
 def _is_equation(line):
-    return len(line["cells"]) >= 2 and bool(_EQUATION_NUMBER.match(line["cells"][-1][0]))
+    return len(line.cells) >= 2 and bool(_EQUATION_NUMBER.match(line.cells[-1].text))
+
+
+class _Column(NamedTuple):
+    """The x-interval of a table's column."""
+    x0: float
+    x1: float
 
 
 def _columns(lines):
     """x-intervals of the columns that the cells of `lines` fill, split where no cell crosses."""
-    spans = sorted((c[1], c[2]) for line in lines for c in line["cells"])
+    spans = sorted((c.x0, c.x1) for line in lines for c in line.cells)
     columns = []
     for x0, x1 in spans:
-        if columns and x0 <= columns[-1][1] + 1:
-            columns[-1][1] = max(columns[-1][1], x1)
+        if columns and x0 <= columns[-1].x1 + 1:
+            columns[-1] = columns[-1]._replace(x1=max(columns[-1].x1, x1))
         else:
-            columns.append([x0, x1])
+            columns.append(_Column(x0, x1))
     return columns
 
 
 def _column_of(columns, x0, x1):
-    overlap = [min(x1, c[1]) - max(x0, c[0]) for c in columns]
-    return max(range(len(columns)), key=lambda i: (overlap[i], -abs(columns[i][0] - x0)))
+    overlap = [min(x1, c.x1) - max(x0, c.x0) for c in columns]
+    return max(range(len(columns)), key=lambda i: (overlap[i], -abs(columns[i].x0 - x0)))
+
+
+class _Table(NamedTuple):
+    """A table's rows (the text of each cell) and the index of the first line after it."""
+    rows: list[list[str]]
+    end: int
 
 
 def _table_at(lines, i, body_size):
-    """(rows, end) when a table of aligned cells starts at lines[i], else None.
+    """A _Table when a table of aligned cells starts at lines[i], else None.
 
     Lines with two or more cells (split at gaps of about an em) that fill the same columns, with the
     lines of a cell's wrapped text and the pieces of a row that pdftext cut apart joined in."""
     first = lines[i]
-    if len(first["cells"]) < 2 or _is_equation(first) or first["mono"] or first["size"] > 1.08 * body_size \
-            or first["block"][0] == "footnote":
+    if len(first.cells) < 2 or _is_equation(first) or first.mono or first.size > 1.08 * body_size \
+            or first.in_footnote:
         return None
     region, j = [first], i + 1
     while j < len(lines):
         line, prev = lines[j], region[-1]
-        gap = line["bbox"][1] - prev["bbox"][3]
-        if gap > 1.6 * max(line["size"], 1) or gap < -3 * max(line["size"], 1) or _is_equation(line) \
-                or line["mono"] or _CAPTION.match(line["text"]) or line["size"] > 1.08 * body_size \
-                or line["block"][0] == "footnote":
+        gap = line.bbox.y0 - prev.bbox.y1
+        if gap > 1.6 * max(line.size, 1) or gap < -3 * max(line.size, 1) or _is_equation(line) \
+                or line.mono or _CAPTION.match(line.text) or line.size > 1.08 * body_size \
+                or line.in_footnote:
             break
         region.append(line)
         j += 1
-    multi = [line for line in region if len(line["cells"]) >= 2]
+    multi = [line for line in region if len(line.cells) >= 2]
     if len(multi) < 2:
         return None
     columns = _columns(multi)
@@ -159,16 +174,16 @@ def _table_at(lines, i, body_size):
         return None
     rows, row_lines, end = [], [], i
     for k, line in enumerate(region):
-        cols = [_column_of(columns, c[1], c[2]) for c in line["cells"]]
-        same_row = bool(row_lines) and line["bbox"][1] < row_lines[-1]["bbox"][3] - 0.4 * line["size"]
+        cols = [_column_of(columns, c.x0, c.x1) for c in line.cells]
+        same_row = bool(row_lines) and line.bbox.y0 < row_lines[-1].bbox.y1 - 0.4 * line.size
         wrapped = bool(rows) and len(cols) == 1 and cols[0] > 0 and bool(rows[-1][0])
         if not same_row and not wrapped:
-            if len(line["cells"]) < 2:
+            if len(line.cells) < 2:
                 break  # a line of text after the table
             rows.append([""] * len(columns))
             row_lines = []
-        for col, cell in zip(cols, line["cells"]):
-            rows[-1][col] = f"{rows[-1][col]} {cell[0]}".strip()
+        for col, cell in zip(cols, line.cells):
+            rows[-1][col] = f"{rows[-1][col]} {cell.text}".strip()
         row_lines.append(line)
         end = i + k + 1
     if len(rows) < 2 or sum(len(r) - r.count("") for r in rows) < 2 * len(rows) * 0.6:
@@ -176,24 +191,24 @@ def _table_at(lines, i, body_size):
     texts = [c for r in rows for c in r if c]
     if sum(len(t) for t in texts) / len(texts) > 45:
         return None  # long runs of prose side by side: text columns, not a table
-    return rows, end
+    return _Table(rows, end)
 
 
 def _code_text(lines):
     """Monospace lines with their indentation and inner spacing rebuilt from the character grid."""
-    widths = [(c[2] - c[1]) / max(1, len(c[0])) for line in lines for c in line["cells"] if len(c[0]) >= 3]
+    widths = [(c.x1 - c.x0) / max(1, len(c.text)) for line in lines for c in line.cells if len(c.text) >= 3]
     width = sorted(widths)[len(widths) // 2] if widths else 6.0
-    left = min(line["bbox"][0] for line in lines)
+    left = min(line.bbox.x0 for line in lines)
     out, last_bottom = [], None
     for line in lines:
-        if last_bottom is not None and line["bbox"][1] - last_bottom > 0.8 * line["size"]:
+        if last_bottom is not None and line.bbox.y0 - last_bottom > 0.8 * line.size:
             out.append("")
         text = ""
-        for cell, x0, _ in line["cells"]:
-            column = round((x0 - left) / width)
-            text += " " * max(1 if text else 0, column - len(text)) + cell
+        for cell in line.cells:
+            column = round((cell.x0 - left) / width)
+            text += " " * max(1 if text else 0, column - len(text)) + cell.text
         out.append(text.rstrip())
-        last_bottom = line["bbox"][3]
+        last_bottom = line.bbox.y1
     return "```\n" + "\n".join(out) + "\n```"
 
 
@@ -205,15 +220,15 @@ _CONTENTS = re.compile(r"^((table of )?contents|list of (figures|tables))$", re.
 def _same_style_run(lines, i):
     """The text of lines[i] and of the lines before and after it in its block set in the same size and weight."""
     def same(above, below):
-        return (above["block"] == below["block"] and above["size"] == below["size"] and above["bold"] == below["bold"]
-                and below["bbox"][1] - above["bbox"][3] < 0.8 * below["size"])
+        return (above.block == below.block and above.size == below.size and above.bold == below.bold
+                and below.bbox.y0 - above.bbox.y1 < 0.8 * below.size)
 
     start, end = i, i + 1
     while start > 0 and same(lines[start - 1], lines[start]):
         start -= 1
     while end < len(lines) and same(lines[end - 1], lines[end]):
         end += 1
-    return " ".join(line["text"] for line in lines[start:end])
+    return " ".join(line.text for line in lines[start:end])
 
 
 def _escape(text):
@@ -221,61 +236,73 @@ def _escape(text):
     return "\\" + text if text.startswith(("#", "|", "```", "~~~", "<!--")) else text
 
 
+@dataclass(slots=True)
+class _TypeSpec:
+    """The document's type sizes, and whether the lines being read are a table of contents."""
+    body_size: float
+    size_levels: dict[float, int]  # the heading level of each size larger than the body's
+    toc: bool = False
+
+
+@dataclass(slots=True)
+class _Paragraph:
+    """The lines of the paragraph being read, and whether it is a footnote."""
+    lines: list[str] = field(default_factory=list)
+    footnote: bool = False
+
+
 def _page_items(lines, spec):
     """Markdown items (headings, paragraphs, list items, tables, code, equations) of one page's lines."""
-    out, paragraph = [], []
-    body_size, size_levels = spec["body_size"], spec["size_levels"]
-
-    note = [False]  # whether the paragraph being read is a footnote
+    out, paragraph = [], _Paragraph()
+    body_size, size_levels = spec.body_size, spec.size_levels
 
     def flush():
-        if paragraph:
-            text = _join_lines(paragraph)
+        if paragraph.lines:
+            text = _join_lines(paragraph.lines)
             text = _escape(text)
-            out.append(_NOTE + text if note[0] else text)
-            paragraph.clear()
+            out.append(_NOTE + text if paragraph.footnote else text)
+            paragraph.lines.clear()
 
     i, last, last_heading = 0, None, None
     while i < len(lines):
         line = lines[i]
-        text, size = line["text"], line["size"]
-        new_block = last is None or line["block"] != last["block"]
-        gap = None if last is None else line["bbox"][1] - last["bbox"][3]
-        if line["mono"] and (new_block or (gap is not None and gap > 0.3 * size) or (i + 1 < len(lines) and
-                             lines[i + 1]["mono"] and lines[i + 1]["block"] == line["block"])):
+        text, size = line.text, line.size
+        new_block = last is None or line.block != last.block
+        gap = None if last is None else line.bbox.y0 - last.bbox.y1
+        if line.mono and (new_block or (gap is not None and gap > 0.3 * size) or (i + 1 < len(lines) and
+                          lines[i + 1].mono and lines[i + 1].block == line.block)):
             j = i
-            while j < len(lines) and lines[j]["mono"] and (j == i or -size < lines[j]["bbox"][1] -
-                                                           lines[j - 1]["bbox"][3] < 3 * size):
+            while j < len(lines) and lines[j].mono and (j == i or -size < lines[j].bbox.y0 -
+                                                        lines[j - 1].bbox.y1 < 3 * size):
                 j += 1
             flush()
             out.append(_code_text(lines[i:j]))
             last, last_heading, i = lines[j - 1], None, j
             continue
-        if _DOT_LEADER.search(text) or (spec.get("toc") and len(line["cells"]) >= 2 and
-                                         _PAGE_REF.match(line["cells"][-1][0])):
+        if _DOT_LEADER.search(text) or (spec.toc and len(line.cells) >= 2 and _PAGE_REF.match(line.cells[-1].text)):
             last, last_heading, i = line, None, i + 1  # an entry of a table of contents
             continue
-        if line["block"][0] != "footnote":
-            spec["toc"] = False
+        if not line.in_footnote:
+            spec.toc = False
         table = _table_at(lines, i, body_size)
         if table:
             flush()
-            out.append(_table_markdown(table[0]))
-            last, last_heading, i = lines[table[1] - 1], None, table[1]
+            out.append(_table_markdown(table.rows))
+            last, last_heading, i = lines[table.end - 1], None, table.end
             continue
-        cells = line["cells"]
+        cells = line.cells
         after = lines[i + 1] if i + 1 < len(lines) else None
         alone = (new_block or gap is None or gap > 0.5 * size) and (
-            after is None or after["block"] != line["block"] or after["bbox"][1] - line["bbox"][3] > 0.5 * size)
-        level = 0 if len(cells) >= 2 else _heading_level(text, size, body_size, size_levels, line["bold"], alone)
-        if level and (line["bold"] or size > 1.08 * body_size) and len(_same_style_run(lines, i)) > 200:
+            after is None or after.block != line.block or after.bbox.y0 - line.bbox.y1 > 0.5 * size)
+        level = 0 if len(cells) >= 2 else _heading_level(text, size, body_size, size_levels, line.bold, alone)
+        if level and (line.bold or size > 1.08 * body_size) and len(_same_style_run(lines, i)) > 200:
             level = 0  # a paragraph set in bold or large type (an abstract), not a heading
         continued = (last_heading is not None and last is last_heading and len(cells) == 1 and len(text) < 120
-                     and gap is not None and -0.5 * size < gap < 0.8 * size and size == last["size"]
-                     and (line["bold"] == last["bold"] or size > 1.08 * body_size) and not _NUMBERED_HEADING.match(text)
-                     and (line["bold"] or size > 1.08 * body_size or text.isupper())
+                     and gap is not None and -0.5 * size < gap < 0.8 * size and size == last.size
+                     and (line.bold == last.bold or size > 1.08 * body_size) and not _NUMBERED_HEADING.match(text)
+                     and (line.bold or size > 1.08 * body_size or text.isupper())
                      and len(out[-1]) < 200)
-        if paragraph and (new_block or (gap is not None and gap > 0.5 * size)):
+        if paragraph.lines and (new_block or (gap is not None and gap > 0.5 * size)):
             flush()  # a new pdftext block, or a blank gap inside one: a new paragraph
         if continued:
             out[-1] += " " + text  # a heading wrapped over two lines
@@ -284,19 +311,19 @@ def _page_items(lines, spec):
             flush()
             out.append("#" * level + " " + text)
             last_heading = line
-            spec["toc"] = bool(_CONTENTS.match(text))
+            spec.toc = bool(_CONTENTS.match(text))
         elif _is_equation(line):
             flush()
-            out.append(_escape(f"{' '.join(c[0] for c in line['cells'][:-1])}    {line['cells'][-1][0]}"))
+            out.append(_escape(f"{' '.join(c.text for c in line.cells[:-1])}    {line.cells[-1].text}"))
             last_heading = None
         else:
             if _CAPTION.match(text) or _BULLET.match(text):
                 flush()
             if _BULLET.match(text):
                 text = "- " + _BULLET.sub("", text)
-            if not paragraph:
-                note[0] = line["block"][0] == "footnote"
-            paragraph.append(text)
+            if not paragraph.lines:
+                paragraph.footnote = line.in_footnote
+            paragraph.lines.append(text)
             last_heading = None
         last, i = line, i + 1
     flush()
@@ -309,43 +336,43 @@ def _type_sizes(doc):
     size_chars, size_letters = Counter(), Counter()
     for blocks in doc:
         for block in blocks:
-            for line in block["lines"]:
-                size_chars[line["size"]] += len(line["text"])
-                size_letters[line["size"]] += sum(ch.isalpha() for ch in line["text"])
+            for line in block.lines:
+                size_chars[line.size] += len(line.text)
+                size_letters[line.size] += sum(ch.isalpha() for ch in line.text)
     body_size = size_chars.most_common(1)[0][0] if size_chars else 10
     levels, level = {}, 0
     for size in sorted((s for s, n in size_letters.items() if s > body_size * 1.08 and n >= 4), reverse=True):
         if not levels or size < 0.96 * min(levels):  # sizes within 4% are one level (measured box heights vary)
             level += 1
         levels[size] = min(level, 6)
-    return {"body_size": body_size, "size_levels": levels}
+    return _TypeSpec(body_size, levels)
 
 
 def _one_cell_where_no_table(line, body_size):
     """ "3   Methods" and "2. Evanescent vs.   conventional coupling" (headings) and justified prose are one
     cell, not a row of a table."""
-    cells = line["cells"]
-    set_apart = line["bold"] or line["size"] > 1.08 * body_size
-    numbered_title = (set_apart and len(cells) <= 3 and _NUMBERED_HEADING.match(line["text"])
-                      and not any(_ONLY_NUMBERS.match(c[0]) for c in cells[1:]))  # "1 Introduction  3": contents
-    if len(cells) == 2 and _SECTION_NUMBER.match(cells[0][0]) and set_apart or numbered_title \
+    cells = line.cells
+    set_apart = line.bold or line.size > 1.08 * body_size
+    numbered_title = (set_apart and len(cells) <= 3 and _NUMBERED_HEADING.match(line.text)
+                      and not any(_ONLY_NUMBERS.match(c.text) for c in cells[1:]))  # "1 Introduction  3": contents
+    if len(cells) == 2 and _SECTION_NUMBER.match(cells[0].text) and set_apart or numbered_title \
             or _is_justified_prose(cells):
-        line["cells"] = [(line["text"], cells[0][1], cells[-1][2])]
+        line.cells = [Cell(line.text, cells[0].x0, cells[-1].x1)]
 
 
-def pages_to_markdown(pages):
+def pages_to_markdown(pages: list[Page]) -> str:
     """Markdown from pdftext's dictionary output (a list of pages; characters kept, for the gaps)."""
     doc = page_blocks(pages)
     spec = _type_sizes(doc)
-    body_size = spec["body_size"]
+    body_size = spec.body_size
     out = []
     for page, blocks in zip(pages, doc):
         width, height = page["width"] or 612, page["height"] or 792
         for block in blocks:
-            for line in block["lines"]:
+            for line in block.lines:
                 _one_cell_where_no_table(line, body_size)
         out.append(PAGE_MARK.format(page["page"] + 1))
-        ordered = [line for block in reading_order(blocks, width) for line in block["lines"]]
+        ordered = [line for block in reading_order(blocks, width) for line in block.lines]
         out += _page_items(footnotes_last(merge_split_lines(ordered, width), body_size, height), spec)
     return "\n\n".join(_front_matter(_merge_broken_paragraphs(out))) + "\n"
 

@@ -1,0 +1,64 @@
+"""Self-replay: the base model's own answers to everyday instructions (everyday.REPLAY_PROMPTS, distinct from the
+knowledge check's everyday questions), mixed into training as a share of the rows, so that the tune keeps the
+general behaviour it had. Generated once per model on the device in use, and cached."""
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from .config import ROOT
+from .distributed import say
+from .everyday import REPLAY_PROMPTS
+from .settings import Generation
+
+REPLAY_GENERATION = Generation(max_new_tokens=96, temperature=0.0, top_p=1.0, repetition_penalty=1.1, seed=0)
+CACHE_DIR = ROOT / ".cache" / "replay"
+TEMPLATE = "replay"
+
+
+def replay_cache_file(model_name: str, prompt_format: str, cache_dir=None) -> Path:
+    key = json.dumps([model_name, prompt_format, REPLAY_PROMPTS, REPLAY_GENERATION.__dict__])
+    slug = Path(model_name.rstrip("/")).name.replace(" ", "_")
+    return Path(cache_dir or CACHE_DIR) / f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsonl"
+
+
+def _generate_answers(model_path: str, tokenizer, prompt_format: str, device: str) -> list[str]:
+    """The base model's greedy answers to REPLAY_PROMPTS, by plain transformers on `device`."""
+    import torch
+    from .inference import generate_batched
+    from .models import load_causal_lm
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model = load_causal_lm(model_path, dtype=dtype, device=device).eval()
+    try:
+        return generate_batched(model, tokenizer, REPLAY_PROMPTS, batch_size=16, prompt_format=prompt_format,
+                                generation=REPLAY_GENERATION, progress=False)
+    finally:
+        del model
+        if device == "cuda":
+            torch.cuda.empty_cache()
+
+
+def replay_records(*, model_name: str, model_path: str, tokenizer, prompt_format: str, device: str) -> list[dict]:
+    """Records of the base model's own answers to REPLAY_PROMPTS, from the cache or generated now (once)."""
+    cache = replay_cache_file(model_name, prompt_format)
+    if cache.exists():
+        answers = [json.loads(line)["output"] for line in cache.read_text(encoding="utf-8").splitlines()]
+    else:
+        say(f"Self-replay: the base model answers {len(REPLAY_PROMPTS)} everyday instructions once (cached in "
+            f"{cache.parent})...")
+        answers = _generate_answers(model_path, tokenizer, prompt_format, device)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text("".join(json.dumps({"instruction": p, "output": a}, ensure_ascii=False) + "\n"
+                               for p, a in zip(REPLAY_PROMPTS, answers)), encoding="utf-8")
+        os.replace(tmp, cache)
+    return [{"instruction": p, "input": "", "output": a, "template": TEMPLATE}
+            for p, a in zip(REPLAY_PROMPTS, answers) if a.strip()]
+
+
+def mix_replay(records: list[dict], replay: list[dict], fraction: float) -> list[dict]:
+    """`records` plus replay rows making up `fraction` of the result (replay rows repeat where too few)."""
+    if fraction <= 0 or not replay:
+        return list(records)
+    wanted = round(len(records) * fraction / (1 - fraction))
+    return list(records) + [replay[i % len(replay)] for i in range(wanted)]
