@@ -3,29 +3,32 @@
     source .whl/env.sh; python bench/bench_gpu_training.py [--shapes smollm2-1.7b] [--budget-s 330] [--out DIR]
 
 Same random-init model (bench/random_model.py shapes), same rows, batch and sequence length on both sides:
-- unsloth: common.training_gpu.load_unsloth_model + train_unsloth (QLoRA r16 on all linear layers, gradient
-  checkpointing "unsloth", adamw_8bit, bf16) with its defaults: batching "grouped" (BATCH_TOKENS is 0 here:
-  padded batches of rows of similar length), pad_to_multiple_of=64. The other batchings (--variants):
-  "unsloth-grouped-exact" (grouped, padded to the batch's longest row only), "unsloth-padded" (padded batches in
-  random order, to a multiple of 64), "unsloth-padding-free" (TRL padding_free: one flattened row per batch; the
-  default before 2026-11-23),
-  "unsloth-tokens" (BATCH_TOKENS = batch x 2048: rows of similar length, as many as fit in that many padded
-  tokens, so no step is lighter than a batch of full-length rows; the same memory bound as the batch). Padded
-  variants other than grouped run the -var datasets only (on equal rows they batch the same). Before the timed
-  runs, one untimed run (--compile-steps, the first variant on the first dataset) pays Unsloth's one-time block
-  compile and the recompiles for new batch shapes, so that no timed run carries them.
+- unsloth: common.training_gpu.load_unsloth_model + train_unsloth (QLoRA r16 on all linear layers, adamw_8bit,
+  bf16) with 02's defaults: BATCH_TOKENS -1 (as many batches as `batch` rows give, each of rows of similar length
+  and about the same padded tokens), GRADIENT_CHECKPOINTING "auto" (off where the largest batch's activations fit
+  in the free GPU memory). Other --variants, each on the same loaded model: "lean" (GRADIENT_CHECKPOINTING
+  "unsloth": the small-card mode; listed first, it makes the compile run, which then also compiles the blocks for
+  the no-grad forward of checkpointing), "packed" (the same batches flattened into one row each, attending through
+  torch's varlen FlashAttention-2 kernel), "grouped" (BATCH_TOKENS 0: `batch` rows of similar length), "tokens"
+  (BATCH_TOKENS = batch x 2048: fewer steps where rows are short), "padded", "padding_free", "grouped-exact".
+  Padded variants other than those run the -var datasets only. Before the timed runs, one untimed run
+  (--compile-steps, the first variant on the first dataset) pays Unsloth's one-time block compile and the
+  recompiles for new batch shapes, so that no timed run carries them. "lean" runs --lean-steps only: its peak
+  memory comes at the first step (the longest batch comes first).
 - baseline: what one would otherwise write: AutoModelForCausalLM + BitsAndBytesConfig NF4 (bf16 compute, double
   quant), attn_implementation="sdpa", peft prepare_model_for_kbit_training + LoraConfig r16 on all linear layers,
-  TRL SFTTrainer defaults with gradient_checkpointing=True, padded batches.
+  TRL SFTTrainer defaults with gradient_checkpointing=True, padded batches of `batch` rows in random order.
 Each path runs in its own process: Unsloth patches transformers on import, and the baseline's process sees none of
 the wheels' unsloth / unsloth_zoo / torchao (this PEFT refuses torchao 0.14.1), through a PYTHONPATH of links.
 
 Data: the sample paper's train rows (.gpu/dataset) tokenized by common.tokenizing.tokenize_rows in the chat format
 ("short": replicated), longer rows of 128..2000 tokens made by joining rows' texts ("long"), and for each the same
-tokens cut into rows of one length ("-eq" instead of "-var"); "seq2048": rows of exactly 2048 tokens (for MFU at
-the usual sequence length). tokens/s counts real (non-padding) tokens after the
-warm-up steps; peak is torch.cuda.max_memory_allocated over a run; MFU = (6 x matmul params x tokens/s + causal
-attention FLOPs, 6 x layers x hidden x row length per token) / 989e12 (H100 SXM dense bf16).
+tokens cut into rows of one length ("-eq" instead of "-var"); "seq2048": rows of exactly 2048 tokens (for the FLOPs
+utilisation at the usual sequence length). tokens/s counts real (non-padding) tokens after the warm-up steps; peak
+is torch.cuda.max_memory_allocated over a run. Utilisation against the card's dense bf16 peak (H100 / H200 SXM:
+989 TFLOP/s): MFU counts model FLOPs a token (frozen base: forward 2N + input gradients 2N, N the matrix weights
+with the LM head; LoRA: 6 x its weights; causal attention 3 x 4 x layers x hidden x (L + 1) / 2), HFU adds what
+gradient checkpointing runs again (2N less the head, and the attention forward).
 """
 import argparse
 import json
@@ -39,8 +42,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-PEAK_FLOPS = 989e12  # H100 SXM, dense bf16
+PEAK_FLOPS = 989e12  # H100 / H200 SXM, dense bf16
 BATCH = {"smollm2-135m": 8, "smollm2-1.7b": 8, "llama-3.1-8b": 4}
+SHAPE_WEIGHT = {"smollm2-135m": 0.5, "smollm2-1.7b": 1.0, "llama-3.1-8b": 1.5}  # share of --budget-s each shape gets
+LORA_R = 16
+# variant: (02's settings it changes, train_unsloth's batching: None = 02's choice)
+VARIANTS = {"default": ({}, None), "lean": ({"gradient_checkpointing": "unsloth"}, None),
+            "packed": ({}, "packed"), "grouped": ({"batch_tokens": 0}, "grouped"),
+            "grouped-exact": ({"batch_tokens": 0}, "grouped"), "padded": ({"batch_tokens": 0}, "padded"),
+            "padding_free": ({"batch_tokens": 0}, "padding_free"), "tokens": ({"batch_tokens": "2048 x batch"}, None)}
+ON_EQUAL_ROWS = ("default", "grouped", "tokens", "padding_free")  # the others batch equal rows the same (lean: peak)
 EXCLUDED_FROM_BASELINE = ("unsloth", "unsloth_zoo", "unsloth_cli", "unsloth_zoo_downloads", "torchao",
                           "cut_cross_entropy")
 
@@ -100,13 +111,21 @@ def row_stats(rows):
             "max_len": max(lengths), "sq_over_len": sum(x * x for x in lengths) / sum(lengths)}
 
 
-def matmul_params(shape):
-    """Weights every token multiplies through (attention + MLP projections and the LM head; not the embedding)."""
+def flops_per_token(shape, mean_sq_len, checkpointing):
+    """(model FLOPs, hardware FLOPs) a real token of QLoRA training costs: frozen base 4N (forward, input
+    gradients), LoRA 6 x its weights, causal attention 3 x its forward; checkpointing runs the forward again (2N
+    without the LM head, the LoRA and attention forwards). mean_sq_len: sum(L^2) / sum(L) of the rows."""
     from bench.random_model import SHAPES
     c = SHAPES[shape]
     d, inter, layers = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"]
     kv = d // c["num_attention_heads"] * c["num_key_value_heads"]
-    return layers * (2 * d * d + 2 * d * kv + 3 * d * inter) + 49152 * d, layers, d
+    layer = 2 * d * d + 2 * d * kv + 3 * d * inter
+    head = 49152 * d
+    lora = layers * LORA_R * (2 * (d + d) + 2 * (d + kv) + 3 * (d + inter))
+    attention_forward = 2 * layers * d * (mean_sq_len + 1)  # 4 x layers x hidden per (query, key) pair, L(L+1)/2
+    model = 4 * (layers * layer + head) + 6 * lora + 3 * attention_forward
+    recompute = 2 * layers * layer + 2 * lora + attention_forward if checkpointing else 0
+    return model, model + recompute
 
 
 # ----------------------------------------------------------------------------------------------- workers
@@ -131,54 +150,59 @@ def run_unsloth(args, datasets):
     import unsloth  # noqa: F401  (first: it patches transformers, peft and trl)
     from common.settings import TrainSettings
     from common.training_gpu import load_unsloth_model
-    # the old TrainSettings defaults where 02's constants differ (no evaluation, no checkpoints, 1 epoch)
+    # 02's defaults, with the bench's batch and steps, no evaluation, no checkpoints, 1 epoch
     s = TrainSettings.defaults(batch_size=args.batch, max_steps=args.warmup + args.steps, max_seq_length=2048,
                                learning_rate=2e-4, warmup_steps=2, logging_steps=1, num_epochs=1.0, eval_steps=0,
-                               save_steps=0, batch_tokens=0, load_in_4bit=True,
-                               offload_embedding=args.worker == "unsloth-offload")
+                               save_steps=0, load_in_4bit=True, offload_embedding=args.worker == "unsloth-offload")
     t = time.time()
     model, tokenizer = load_unsloth_model(args.model, s)
     print(f"[{args.worker}] model loaded in {time.time() - t:.0f} s, {torch.cuda.memory_allocated() / 2**30:.2f} GiB "
           f"allocated", flush=True)
     # padding-free last: it switches on packed-attention patches that could stay on for later padded runs
-    plan = [(name, variant) for variant in sorted(args.variants, key=lambda v: v == "padding_free")
-            for name in args.data if variant in ("grouped", "padding_free", "tokens") or name.endswith("-var")]
-    by_tokens = s.replace(batch_tokens=args.batch * 2048)
+    plan = [(name, variant) for variant in sorted(args.variants, key=lambda v: v in ("padding_free", "packed"))
+            for name in args.data if variant in ON_EQUAL_ROWS or name.endswith("-var")]
     if plan and args.compile_steps > 0:
         name, variant = plan[0]
         t = time.time()
-        warm = (by_tokens if variant == "tokens" else s).replace(max_steps=args.compile_steps)
-        run_variant(model, tokenizer, datasets[name], warm, variant=variant, output_dir="/tmp/bench_unsloth_compile")
+        run_variant(model, tokenizer, datasets[name], s, variant=variant, output_dir="/tmp/bench_unsloth_compile",
+                    batch=args.batch, max_steps=args.compile_steps)
         print(f"[{args.worker}] compile run ({variant} {name}, {args.compile_steps} steps, untimed): "
               f"{time.time() - t:.0f} s", flush=True)
     for name, variant in plan:
-        path = args.worker + ("" if variant == "grouped" else f"-{variant.replace('_', '-')}")
+        path = args.worker + ("" if variant == "default" else f"-{variant.replace('_', '-')}")
         if time.time() > args.deadline:
             print(f"[{args.worker}] {path} {name}: skipped (out of time)", flush=True)
             continue
-        timer = Timer()
+        timer, mfu = Timer(), []
         torch.cuda.empty_cache()
         t = time.time()
         try:
-            history = run_variant(model, tokenizer, datasets[name], by_tokens if variant == "tokens" else s,
-                                  variant=variant, output_dir=f"/tmp/bench_unsloth_{name}",
-                                  on_log=lambda e: "loss" in e and timer.mark(e["step"], e["tokens"]))
+            history = run_variant(
+                model, tokenizer, datasets[name], s, variant=variant, output_dir=f"/tmp/bench_unsloth_{name}",
+                batch=args.batch, max_steps=args.warmup + (args.lean_steps if variant == "lean" else args.steps),
+                on_log=lambda e: "loss" in e and (timer.mark(e["step"], e["tokens"]),
+                                                  e["step"] > args.warmup and mfu.append(e.get("train_mfu"))))
         except Exception as error:  # one failing variant leaves the others their runs
             import traceback
             traceback.print_exc()
             print(f"[{args.worker}] {path} {name}: failed ({type(error).__name__}: {str(error)[:300]})", flush=True)
             continue
         rate, steps, per_step = timer.rate(args.warmup)
-        peak = [h["peak_gpu_memory_gib"] for h in history if "peak_gpu_memory_gib" in h][-1]
-        emit(args, path=path, data=name, rate=rate, steps=steps, per_step=per_step, peak=peak, wall=time.time() - t)
+        last = history[-1]
+        mfu = sorted(m for m in mfu if m is not None)
+        emit(args, path=path, data=name, rate=rate, steps=steps, per_step=per_step, peak=last["peak_gpu_memory_gib"],
+             wall=time.time() - t, checkpointing=last["gradient_checkpointing"].split(" ")[0],
+             unsloth_mfu=mfu[len(mfu) // 2] if mfu else None)
 
 
-def run_variant(model, tokenizer, rows, settings, *, variant, output_dir, on_log=None):
-    """train_unsloth with one of --variants: a batching, or "grouped-exact" (grouped, padded to the longest row)."""
+def run_variant(model, tokenizer, rows, settings, *, variant, output_dir, batch, max_steps, on_log=None):
+    """train_unsloth with one of VARIANTS on 02's settings; "grouped-exact": grouped, padded to the longest row."""
     from common.training_gpu import train_unsloth
-    batching, multiple = ("grouped", None) if variant == "grouped-exact" else (variant, 64)
-    return train_unsloth(model, tokenizer, rows, settings, output_dir=output_dir, on_log=on_log, batching=batching,
-                         pad_to_multiple_of=multiple)
+    changes, batching = VARIANTS[variant]
+    changes = {k: batch * 2048 if v == "2048 x batch" else v for k, v in changes.items()}
+    return train_unsloth(model, tokenizer, rows, settings.replace(max_steps=max_steps, **changes),
+                         output_dir=output_dir, on_log=on_log, batching=batching,
+                         pad_to_multiple_of=None if variant == "grouped-exact" else 64)
 
 
 def run_baseline(args, datasets):
@@ -232,15 +256,17 @@ def run_baseline(args, datasets):
         rate, steps, per_step = timer.rate(args.warmup)
         peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0
         emit(args, path="baseline", data=name, rate=rate, steps=steps, per_step=per_step, peak=peak,
-             wall=time.time() - t)
+             wall=time.time() - t, checkpointing="true", unsloth_mfu=None)
         del trainer
 
 
-def emit(args, *, path, data, rate, steps, per_step, peak, wall):
+def emit(args, *, path, data, rate, steps, per_step, peak, wall, checkpointing, unsloth_mfu):
     result = {"shape": args.shape, "path": path, "data": data, "tokens_per_s": rate, "timed_steps": steps,
-              "tokens_per_step": per_step, "peak_gib": peak, "run_wall_s": wall}
+              "tokens_per_step": per_step, "peak_gib": peak, "run_wall_s": wall, "checkpointing": checkpointing,
+              "unsloth_mfu": unsloth_mfu}
     print(f"[{path}] {data}: {rate:.0f} tokens/s, {per_step:.0f} tokens/step over {steps} steps, "
-          f"peak {peak:.2f} GiB, run {wall:.0f} s", flush=True)
+          f"peak {peak:.2f} GiB, checkpointing {checkpointing}, run {wall:.0f} s"
+          + (f", Unsloth's MFU {unsloth_mfu:.1%}" if unsloth_mfu else ""), flush=True)
     with open(args.results, "a") as f:
         f.write(json.dumps(result) + "\n")
 
@@ -277,7 +303,8 @@ def spawn(args, *, worker, shape, model, data_file, names, batch, deadline, resu
     cmd = [sys.executable, __file__, "--worker", worker, "--shape", shape, "--model", model, "--data-file",
            data_file, "--data", ",".join(names), "--batch", str(batch), "--warmup", str(args.warmup),
            "--steps", str(args.steps), "--deadline", str(deadline), "--results", results,
-           "--variants", ",".join(args.variants), "--compile-steps", str(args.compile_steps)]
+           "--variants", ",".join(args.variants), "--compile-steps", str(args.compile_steps),
+           "--lean-steps", str(args.lean_steps)]
     print(f"--- {worker} {shape}: {' '.join(names)}", flush=True)
     with open(log, "w") as f:
         try:
@@ -297,17 +324,11 @@ def table(results, stats):
     var/eq: a -var run's tokens/s against the same path's run on the -eq rows (the same tokens, equal rows)."""
     base = {(r["shape"], r["data"]): r for r in results if r["path"] == "baseline"}
     rate = {(r["shape"], r["path"], r["data"]): r["tokens_per_s"] for r in results}
-    rate.update({(r["shape"], "unsloth-padded", r["data"]): r["tokens_per_s"] for r in results  # same batches
-                 if r["path"] == "unsloth" and r["data"].endswith("-eq")})
-    rate.update({(r["shape"], "unsloth-grouped-exact", r["data"]): r["tokens_per_s"] for r in results
-                 if r["path"] == "unsloth" and r["data"].endswith("-eq")})
-    lines = ["| shape | path | data | rows x mean len (min-max) | tokens/s | peak GiB | MFU | vs baseline "
-             "| peak vs baseline | var/eq |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| shape | path | data | rows x mean len (min-max) | tokens/s | peak GiB | checkpointing | MFU | HFU "
+             "| vs baseline | peak vs baseline | var/eq |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         st = stats[(r["shape"], r["data"])]
-        n, layers, d = matmul_params(r["shape"])
-        flops_per_token = 6 * n + 6 * layers * d * st["sq_over_len"]
-        mfu = r["tokens_per_s"] * flops_per_token / PEAK_FLOPS
+        model, hardware = flops_per_token(r["shape"], st["sq_over_len"], r["checkpointing"] != "false")
         b = base.get((r["shape"], r["data"]))
         ratio = f"{r['tokens_per_s'] / b['tokens_per_s']:.2f}x" if b else "-"
         memory = f"{r['peak_gib'] / b['peak_gib']:.2f}x" if b else "-"
@@ -315,7 +336,8 @@ def table(results, stats):
         var_eq = f"{r['tokens_per_s'] / eq:.2f}" if eq else "-"
         lines.append(f"| {r['shape']} | {r['path']} | {r['data']} | {st['rows']} x {st['mean_len']:.0f} "
                      f"({st['min_len']}-{st['max_len']}) | {r['tokens_per_s']:,.0f} | {r['peak_gib']:.2f} | "
-                     f"{100 * mfu:.1f}% | {ratio} | {memory} | {var_eq} |")
+                     f"{r['checkpointing']} | {100 * r['tokens_per_s'] * model / PEAK_FLOPS:.1f}% | "
+                     f"{100 * r['tokens_per_s'] * hardware / PEAK_FLOPS:.1f}% | {ratio} | {memory} | {var_eq} |")
     return "\n".join(lines)
 
 
@@ -324,11 +346,12 @@ def main():
     p.add_argument("--shapes", default="smollm2-1.7b", help="comma-separated bench/random_model.py shapes")
     p.add_argument("--data", default="long-var,long-eq,seq2048,short-var,short-eq",
                    help="datasets, in run order (the 8B shape runs long-* and seq2048 only)")
-    p.add_argument("--variants", default="grouped,grouped-exact,padded,padding_free",
-                   help="unsloth batchings, see above; padding_free always runs last")
+    p.add_argument("--variants", default="lean,default,packed,grouped",
+                   help="unsloth variants (VARIANTS, see above); packed and padding_free run last")
     p.add_argument("--compile-steps", type=int, default=10, help="steps of the untimed first unsloth run (0: none)")
+    p.add_argument("--lean-steps", type=int, default=3, help="timed steps of the lean variant (peak memory)")
     p.add_argument("--baseline-share", type=float, default=0.35,
-                   help="share of the time left given to the baseline, which runs first")
+                   help="share of a shape's time given to the baseline, which runs first")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--steps", type=int, default=15)
     p.add_argument("--budget-s", type=float, default=330, help="no new run starts past this many seconds")
@@ -356,7 +379,8 @@ def main():
     out = results_file.parent
     stats = {}
     paths = args.paths.split(",")
-    for shape in args.shapes.split(","):
+    shapes = args.shapes.split(",")
+    for k, shape in enumerate(shapes):
         batch = BATCH[shape]
         names = [n for n in args.data.split(",") if shape != "llama-3.1-8b" or not n.startswith("short")]
         # 4x the rows a batch of `batch` rows needs: token-budget batches take more rows per step
@@ -374,10 +398,12 @@ def main():
             subprocess.run([sys.executable, str(ROOT / "bench/random_model.py"), "--shape", shape, "--tokenizer",
                             args.tokenizer, "--out", model], check=True, cwd=ROOT)
             print(f"random {shape} model made in {time.time() - t:.0f} s", flush=True)
-        left = start + args.budget_s - time.time()
+        # this shape's time: its share of what is left, by SHAPE_WEIGHT
+        left = (start + args.budget_s - time.time()) * SHAPE_WEIGHT[shape] / sum(SHAPE_WEIGHT[x] for x in shapes[k:])
+        shape_end = time.time() + left
         for i, worker in enumerate(paths):
             share = args.baseline_share if worker == "baseline" else 1 / len(paths)
-            deadline = time.time() + left * share if i < len(paths) - 1 else start + args.budget_s
+            deadline = time.time() + left * share if i < len(paths) - 1 else shape_end
             run_names = [n for n in (args.baseline_data or args.data).split(",") if n in names] \
                 if worker == "baseline" else names
             spawn(args, worker=worker, shape=shape, model=model, data_file=data_file, names=run_names, batch=batch,

@@ -3,7 +3,7 @@ trained with (training_config.json), loadable by plain `PeftModel.from_pretraine
 import json
 from pathlib import Path
 
-from .distributed import main_process_only
+from .distributed import main_process_only, say
 from .errors import ModelError
 from .settings import TrainSettings
 
@@ -31,6 +31,29 @@ def adapter_settings(adapter_dir) -> TrainSettings:
                          f"pointing at the 'adapter' folder it wrote (e.g. outputs/run/adapter).")
     peft_base = json.loads((adapter_dir / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
     return TrainSettings.load(adapter_dir, model_name=peft_base)
+
+
+def with_init_adapter(s: TrainSettings, model_path: str) -> TrainSettings:
+    """`s` with INIT_ADAPTER's LoRA shape (rank, alpha, dropout, rsLoRA, modules), since that adapter goes on
+    training as it is (e.g. cpt, then sft); an adapter trained on another base model is refused."""
+    if not s.init_adapter:
+        return s
+    trained_on = adapter_settings(s.init_adapter).model_name
+    if trained_on not in (s.model_name, str(model_path)):
+        raise ModelError(f"INIT_ADAPTER {s.init_adapter} was trained on {trained_on}, not on MODEL_NAME "
+                         f"{s.model_name}: pass --model-name {trained_on}, or another --init-adapter.")
+    config = json.loads((Path(s.init_adapter) / ADAPTER_CONFIG).read_text())
+    targets = config["target_modules"]  # a list, or one regular expression
+    whole = {name.rsplit(".", 1)[-1] for name in config.get("modules_to_save") or []}  # Unsloth: model.embed_tokens
+    modules = sorted([targets] if isinstance(targets, str) else targets) + sorted(whole)
+    shape = {"lora_r": config["r"], "lora_alpha": config["lora_alpha"], "lora_dropout": config["lora_dropout"],
+             "use_rslora": config.get("use_rslora", False),
+             "target_modules": s.target_modules if set(modules) == set(s.target_modules) else modules}
+    if any(getattr(s, name) != value for name, value in shape.items()):
+        say(f"INIT_ADAPTER {s.init_adapter}: training goes on with its LoRA shape (r {shape['lora_r']}, alpha "
+            f"{shape['lora_alpha']}, dropout {shape['lora_dropout']}, on {', '.join(modules)}), not the LORA_* / "
+            f"TARGET_MODULES settings.")
+    return s.replace(**shape)
 
 
 def base_model_name(adapter_dir, model_name: str | None = None) -> str:

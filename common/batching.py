@@ -1,11 +1,19 @@
 """Which rows go into each training batch. Shared by the CPU loop and the GPU trainer.
 
-- BATCH_SIZE rows per batch (the default): shuffled rows (CPU) or rows of similar length (GPU, LengthGroupedSampler).
+- BATCH_TOKENS = -1 (AUTO_BATCH_TOKENS, the default): ceil(rows / BATCH_SIZE) batches an epoch, the steps that
+  BATCH_SIZE rows a batch give, each of rows of similar length and about the same padded tokens (balanced_batches).
+  So the steps, and what the model learns from them, do not depend on the batching; only the padding and the
+  spread of work over the steps do.
 - BATCH_TOKENS > 0: batches of rows of similar length, as many rows as fit in BATCH_TOKENS padded tokens. Short
-  rows then come many to a batch, so each step does about the same work, whatever the lengths (see bench/README.md).
+  rows then come many to a batch, so each step does about the same work, whatever the lengths, but an epoch of
+  short rows has fewer steps (see bench/README.md).
+- BATCH_TOKENS = 0: BATCH_SIZE rows per batch: shuffled rows (CPU) or rows of similar length (GPU,
+  LengthGroupedSampler).
 """
 import math
 import random
+
+from .errors import SettingsError
 
 
 def padded_length(n: int, multiple: int) -> int:
@@ -17,14 +25,78 @@ def token_budget_batches(lengths: list[int], max_tokens: int, multiple: int = 64
     """Row indices, longest first, cut into batches whose rows x padded width stay within max_tokens (a row longer
     than that gets a batch of its own). The batches are the same every epoch; only their order changes, so the
     number of steps per epoch is known before training."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batches, start = [], 0
-    while start < len(order):
-        width = max(1, padded_length(lengths[order[start]], multiple))
-        rows = max(1, max_tokens // width)
-        batches.append(order[start:start + rows])
+    order = longest_first(lengths)
+    return [order[start:end] for start, end in budget_cuts([lengths[i] for i in order], max_tokens, multiple)]
+
+
+def longest_first(lengths: list[int]) -> list[int]:
+    return sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+
+
+def budget_cuts(sorted_lengths: list[int], max_tokens: int, multiple: int) -> list[tuple[int, int]]:
+    """(start, end) of each batch over lengths sorted longest first: as many rows as fit in max_tokens."""
+    cuts, start = [], 0
+    while start < len(sorted_lengths):
+        rows = max(1, max_tokens // max(1, padded_length(sorted_lengths[start], multiple)))
+        cuts.append((start, min(start + rows, len(sorted_lengths))))
         start += rows
+    return cuts
+
+
+AUTO_BATCH_TOKENS = -1  # BATCH_TOKENS that asks for balanced_batches
+
+
+def padded_tokens(batch: list[int], lengths: list[int], multiple: int = 64) -> int:
+    """Tokens of a padded batch: its rows x its longest row, rounded up to `multiple`."""
+    return len(batch) * padded_length(max(lengths[i] for i in batch), multiple)
+
+
+def balanced_batches(lengths: list[int], n_batches: int, multiple: int = 64) -> list[list[int]]:
+    """Row indices, longest first, cut into exactly n_batches batches of rows of similar length and about the same
+    padded tokens: token_budget_batches at the smallest budget that gives at most n_batches (the number of
+    batches only falls as the budget grows, so a binary search finds it), then the batch of most padded tokens
+    halved until there are n_batches (a larger budget can cut two batches fewer at once)."""
+    if not lengths:
+        return []
+    n_batches = max(1, min(n_batches, len(lengths)))
+    order = longest_first(lengths)
+    ordered = [lengths[i] for i in order]
+    rows_each = -(-len(lengths) // n_batches)  # this many rows in every batch always fit in n_batches
+    low, high = 1, rows_each * padded_length(max(ordered[0], 1), multiple)
+    while low < high:
+        budget = (low + high) // 2
+        if len(budget_cuts(ordered, budget, multiple)) <= n_batches:
+            high = budget
+        else:
+            low = budget + 1
+    batches = [order[start:end] for start, end in budget_cuts(ordered, low, multiple)]
+    while len(batches) < n_batches:  # a batch's first row is its longest
+        fullest = max((b for b in range(len(batches)) if len(batches[b]) > 1),
+                      key=lambda b: len(batches[b]) * padded_length(lengths[batches[b][0]], multiple))
+        rows = batches[fullest]
+        batches[fullest:fullest + 1] = [rows[:len(rows) // 2], rows[len(rows) // 2:]]
     return batches
+
+
+def token_batches(lengths: list[int], *, batch_size: int, batch_tokens: int, multiple: int = 64) -> list[list[int]]:
+    """The batches of rows of similar length that BATCH_TOKENS asks for, in plan order (the longest row first):
+    AUTO_BATCH_TOKENS: ceil(rows / batch_size) balanced batches; > 0: batches filled up to that many padded tokens."""
+    if batch_tokens == AUTO_BATCH_TOKENS:
+        return balanced_batches(lengths, math.ceil(len(lengths) / batch_size), multiple)
+    if batch_tokens < 0:
+        raise SettingsError(f"BATCH_TOKENS must be -1 (auto), 0 (BATCH_SIZE rows) or a number of padded tokens, "
+                            f"e.g. 16384, not {batch_tokens}.")
+    return token_budget_batches(lengths, batch_tokens, multiple)
+
+
+def largest_batch_tokens(lengths: list[int], *, batch_size: int, batch_tokens: int, multiple: int = 64) -> int:
+    """Padded tokens of an epoch's largest batch (for BATCH_SIZE rows: batch_size of the longest rows)."""
+    if not lengths:
+        return 0
+    if batch_tokens:
+        batches = token_batches(lengths, batch_size=batch_size, batch_tokens=batch_tokens, multiple=multiple)
+        return max(padded_tokens(b, lengths, multiple) for b in batches)
+    return min(batch_size, len(lengths)) * padded_length(max(lengths), multiple)
 
 
 def epoch_rng(seed: int, epoch: int):
@@ -50,24 +122,27 @@ def random_batches(n_rows: int, batch_size: int, seed: int, epoch: int) -> list[
 
 def epoch_batches(lengths: list[int], *, batch_size: int, batch_tokens: int, seed: int, epoch: int,
                   multiple: int = 64) -> list[list[int]]:
-    """The CPU loop's batches for one epoch: by token budget when batch_tokens > 0, else batch_size random rows."""
-    if batch_tokens and batch_tokens > 0:
-        return shuffle_batches(token_budget_batches(lengths, batch_tokens, multiple), seed, epoch)
+    """The CPU loop's batches for one epoch: token_batches when batch_tokens is set, else batch_size random rows."""
+    if batch_tokens:
+        return shuffle_batches(token_batches(lengths, batch_size=batch_size, batch_tokens=batch_tokens,
+                                             multiple=multiple), seed, epoch)
     return random_batches(len(lengths), batch_size, seed, epoch)
 
 
 def batches_per_epoch(lengths: list[int], *, batch_size: int, batch_tokens: int, multiple: int = 64) -> int:
+    """Batches in an epoch: ceil(rows / batch_size), except with a token budget (BATCH_TOKENS > 0)."""
     if batch_tokens and batch_tokens > 0:
         return len(token_budget_batches(lengths, batch_tokens, multiple))
     return math.ceil(len(lengths) / batch_size)
 
 
 class TokenBudgetBatchSampler:
-    """A DataLoader batch_sampler over token_budget_batches, in a new order each epoch (`set_epoch`, which the
-    Trainer calls, also when a run resumes)."""
+    """A DataLoader batch_sampler over token_batches (max_tokens: BATCH_TOKENS, AUTO_BATCH_TOKENS included), in a
+    new order each epoch (`set_epoch`, which the Trainer calls, also when a run resumes)."""
 
-    def __init__(self, lengths, max_tokens, seed=0, multiple=64):
-        self.batches, self.seed, self.epoch = token_budget_batches(lengths, max_tokens, multiple), seed, 0
+    def __init__(self, lengths, max_tokens, seed=0, multiple=64, batch_size=1):
+        self.batches = token_batches(lengths, batch_size=batch_size, batch_tokens=max_tokens, multiple=multiple)
+        self.seed, self.epoch = seed, 0
 
     def set_epoch(self, epoch):
         self.epoch = int(epoch)

@@ -9,6 +9,7 @@ import re
 import shutil
 from pathlib import Path
 
+from .cpt import trains_embeddings
 from .errors import TrainingError
 
 STATE_FILE = "cpu_state.pt"
@@ -69,6 +70,8 @@ def check_output_space(output_dir, model_path, s) -> int:
     hidden, layers = config.get("hidden_size", 4096), config.get("num_hidden_layers", 32)
     inter = config.get("intermediate_size", 4 * hidden)
     lora_params = layers * s.lora_r * (4 * 2 * hidden + 3 * (hidden + inter))
+    if trains_embeddings(s):  # embed_tokens / lm_head trained whole: both where untied
+        lora_params += config.get("vocab_size", 32000) * hidden * (1 if config.get("tie_word_embeddings") else 2)
     need = lora_params * 4 * 3 * (max(1, s.save_total_limit) + 2)  # fp32 weights + Adam moments, per copy
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(output_dir).free

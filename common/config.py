@@ -18,6 +18,7 @@ from dotenv import load_dotenv
 from .errors import SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
+SECRETS = ("HF_TOKEN", "WANDB_API_KEY")  # read from the environment or .env, never printed or written
 _CONSTANT_LINE = re.compile(r"^([A-Z][A-Z0-9_]*)\s*(?::[^=]+)?=.*?#\s*(.*)$")
 # Environment defaults of the pipeline, set in one place by `set_environment_defaults` at the start of each
 # script; a value already in the environment wins.
@@ -46,10 +47,13 @@ def hf_token() -> str | None:
 
 
 def redact(text, secret: str | None = None) -> str:
-    """Remove the HF token from a text before it reaches a terminal, a log or a report."""
-    secret = secret if secret is not None else os.environ.get("HF_TOKEN")
+    """Remove the secrets (`secret`, else the HF token and the W&B key) from a text before it reaches a terminal, a
+    log or a report."""
+    secrets = [secret] if secret is not None else [os.environ.get(name) for name in SECRETS]
     text = str(text)
-    return text.replace(secret, "***") if secret else text
+    for value in filter(None, secrets):
+        text = text.replace(value, "***")
+    return text
 
 
 def read_constant_comments(script_path) -> dict[str, str]:

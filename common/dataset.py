@@ -15,11 +15,13 @@ from .chunking import chunk_markdown
 from .config import redact
 from .distributed import say
 from .errors import DatasetError, ExportError, ModelError
-from .knowledge import fact_sentences, key_facts
+from .augment import alias_questions, question_for_fact, restated_sentences, subject_candidates
+from .knowledge import facts_worth_asking, key_facts
 from .prompts import ENTITY_TEMPLATE, FACT_TEMPLATES, RECORD_TEMPLATES
 
 COLUMNS = ["instruction", "input", "output", "source", "title", "section", "page", "chunk_id", "template"]
-KINDS = {**RECORD_TEMPLATES, "fact": "one fact-bearing sentence, asked about its topic in several ways "
+KINDS = {**RECORD_TEMPLATES, "fact": "one fact-bearing sentence, its subject named, asked for its facts the way "
+                                     "people ask, then about its topic in other words "
                                      f"(e.g. {FACT_TEMPLATES[0]!r})",
          "entity": f"every training sentence that names one thing ({ENTITY_TEMPLATE!r})"}
 _STOPWORDS = set("""a an the of in on at to for by with from and or as is are was were be been being that this these
@@ -50,20 +52,29 @@ def topic_words(sentence: str, facts: list[str]) -> list[str]:
     return list(dict.fromkeys(words))
 
 
-def fact_records(record: dict, variants: int, section: str) -> list[dict]:
-    """`variants` records per fact-bearing sentence of a section record: the sentence, asked about its topic in
+def fact_records(record: dict, variants: int, section: str, subjects: list[str] = ()) -> list[dict]:
+    """`variants` records per fact-bearing sentence of a section record, each answered by the sentence with its
+    subject named (augment.restated_sentences): first questions that ask for its facts the way people ask
+    (augment.question_for_fact), then, where those are fewer, the sentence asked about its subject and topic in
     different words (FACT_TEMPLATES, each with other content words of the sentence)."""
     rows = []
     section = "the study" if section.lower() in GENERIC_SECTIONS else section
-    for n, (sentence, facts) in enumerate(fact_sentences(record)):
-        words = topic_words(sentence, facts)
-        for k in range(variants):
+    sentences = split_sentences(record["output"].replace("\n", " "))
+    restated_all = restated_sentences(sentences, list(subjects), heading=record["section"].split(" > ")[-1])
+    for n, (sentence, restated) in enumerate(zip(sentences, restated_all)):
+        facts = facts_worth_asking(restated, record["title"])
+        if not facts:
+            continue
+        made = [question_for_fact(restated, fact) for fact in facts] + alias_questions(restated)
+        asked = list(dict.fromkeys(q for q in made if q))
+        words = topic_words(restated, facts)
+        for k in range(len(asked), variants):
             chosen = words[k % 2::2][:4] if len(words) > 4 else words  # two halves of the words, in turn
             topic = " ".join(chosen) or section
             template = FACT_TEMPLATES[(n + k) % len(FACT_TEMPLATES)]
-            instruction = template.format(title=record["title"], section=section, topic=topic,
-                                          Topic=topic[:1].upper() + topic[1:])
-            rows.append({**record, "template": "fact", "instruction": instruction, "input": "", "output": sentence})
+            asked.append(template.format(section=section, topic=topic, Topic=topic[:1].upper() + topic[1:]))
+        rows += [{**record, "template": "fact", "instruction": question, "input": "", "output": restated}
+                 for question in asked[:variants]]
     return rows
 
 
@@ -90,13 +101,18 @@ def entity_records(records: list[dict], min_sentences: int = 2, max_sentences: i
     return rows
 
 
+def keep_kinds(records: list[dict], kinds: list[str]) -> list[dict]:
+    """The records of the kinds asked for (RECORD_KINDS); rows of other origins (your own, a teacher's) all stay."""
+    return [r for r in records if r["template"] in kinds or r["template"] not in KINDS]
+
+
 def excluded(section: str, excluded_sections: list[str]) -> bool:
     """A section left out of the records (references, acknowledgements...): its name, numbering aside, starts so."""
     name = re.sub(r"^[\dIVX]+(\.\d+)*\.?\s+", "", _section_name(section)).strip().lower()
     return any(name.startswith(e.lower()) for e in excluded_sections)
 
 
-def records_from_chunk(chunk, source: str, *, fact_variants: int = 0) -> list[dict]:
+def records_from_chunk(chunk, source: str, *, fact_variants: int = 0, subjects: list[str] = ()) -> list[dict]:
     """Alpaca rows for one chunk, one per applicable template in RECORD_TEMPLATES, and its fact records."""
     base = {"source": source, "title": chunk.title, "section": chunk.section, "page": int(chunk.page),
             "chunk_id": chunk.chunk_id}
@@ -121,7 +137,7 @@ def records_from_chunk(chunk, source: str, *, fact_variants: int = 0) -> list[di
         rows.append({"template": "continuation", "input": first, "output": second,
                      "instruction": RECORD_TEMPLATES["continuation"].format(**fields)})
     rows = [{**base, **row} for row in rows]
-    return rows + fact_records(rows[0], fact_variants, name) if fact_variants and prose else rows
+    return rows + fact_records(rows[0], fact_variants, name, subjects) if fact_variants and prose else rows
 
 
 def token_counter(tokenizer):
@@ -144,10 +160,12 @@ def records_from_markdown(results, tokenizer, *, chunk_tokens: int, chunk_overla
         markdown = Path(result.markdown).read_text(encoding="utf-8")
         chunks = chunk_markdown(markdown, count_tokens, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
                                 fallback_title=Path(result.pdf).stem)
+        subjects = subject_candidates(title=chunks[0].title if chunks else "", text=markdown,
+                                      headings=list(dict.fromkeys(_section_name(c.section) for c in chunks)))
         for i, chunk in enumerate(chunks):
             chunk.chunk_id = f"{Path(result.pdf).stem}-{i:04d}"
             if not excluded(chunk.section, excluded_sections):
-                records += records_from_chunk(chunk, result.pdf, fact_variants=fact_variants)
+                records += records_from_chunk(chunk, result.pdf, fact_variants=fact_variants, subjects=subjects)
     return records
 
 
@@ -229,6 +247,12 @@ def build_dataset_dict(train: list[dict], test: list[dict]):
     return DatasetDict({"train": as_dataset(train), "test": as_dataset(test)})
 
 
+def kind_description(template: str) -> str:
+    if template.startswith("qa:"):
+        return "a question and answer written by a teacher LLM from one chunk, checked against it (QA_TEACHER)"
+    return KINDS.get(template, "rows of your own file, as given")
+
+
 def dataset_card(dataset_dict, meta: dict) -> str:
     counts = {split: len(ds) for split, ds in dataset_dict.items()}
     sources = sorted(set(dataset_dict["train"]["source"]) | set(dataset_dict["test"]["source"]))
@@ -245,7 +269,7 @@ def dataset_card(dataset_dict, meta: dict) -> str:
     lines += [f"| `{t}` | {dataset_dict['train']['template'].count(t)} | {dataset_dict['test']['template'].count(t)} |"
               for t in templates]
     lines += ["", "## Sources", ""] + [f"- {s}" for s in sources]
-    lines += ["", "## Kinds", ""] + [f"- `{t}`: {KINDS.get(t, 'rows of your own file, as given')}" for t in templates]
+    lines += ["", "## Kinds", ""] + [f"- `{t}`: {kind_description(t)}" for t in templates]
     lines += ["", "## Settings", "", "```json", json.dumps(meta, indent=2), "```",
               "", "## Licence", "", "Placeholder: state the licence under which the papers' text may be shared."]
     return "\n".join(lines) + "\n"

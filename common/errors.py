@@ -40,3 +40,7 @@ class ExportError(PipelineError):
 
 class PromptsFileError(PipelineError):
     """A prompts file is missing, unreadable or empty, or the options asked for need one."""
+
+
+class TeacherError(PipelineError):
+    """The teacher that writes question/answer pairs (QA_TEACHER, QA_JUDGE) cannot be reached or used."""

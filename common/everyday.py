@@ -73,6 +73,34 @@ EVERYDAY_TEST = [
 ]
 
 REPLAY_PROMPTS = [
+    # Short questions of the kinds a quiz asks (never the test's own): a tune that answers every question with its
+    # papers forgets most here, so these anchor the base model's own short answers
+    "What is 4 plus 4?", "What is 6 times 7?", "What is 30 minus 12?", "What is 11 plus 11?", "What is 8 times 3?",
+    "What is 45 divided by 5?", "What is half of 50?", "What is 1000 minus 1?", "What is 3 plus 9?",
+    "What is 10 times 10?", "What is 14 minus 6?", "What is a quarter of 100?",
+    "What is the capital of Canada?", "What is the capital of Russia?", "What is the capital of Greece?",
+    "What is the capital of Portugal?", "What is the capital of Mexico?", "What is the capital of India?",
+    "What is the capital of Australia?", "What is the capital of Ireland?", "What is the capital of Norway?",
+    "What is the capital of Kenya?", "Which is the largest continent?", "What is the longest river in South America?",
+    "On which continent is Egypt?", "In which country is the city of Toronto?", "In which country is Venice?",
+    "Which ocean lies between Europe and North America?", "What is the tallest mountain in the world?",
+    "Which desert is the largest hot desert in the world?",
+    "How many days are in a week?", "How many hours are in a day?", "How many months are in a year?",
+    "How many minutes are in an hour?", "How many sides does a triangle have?", "How many sides does a square have?",
+    "How many wheels does a bicycle have?", "How many continents are there?",
+    "How many planets are in our solar system?",
+    "What is the boiling point of water in degrees Fahrenheit?", "What is the chemical symbol for gold?",
+    "What is the chemical symbol for oxygen?", "Which planet is closest to the Sun?", "What is the hardest natural "
+    "material?", "What do caterpillars turn into?", "What do cows drink?", "Which animal has a long trunk?",
+    "Which bird is a symbol of peace?", "What is the fastest land animal?", "What do we call a baby dog?",
+    "What do we call a baby cat?", "Which organ do we use to breathe?", "What colour is the sky on a clear day?",
+    "What colour do you get by mixing blue and yellow?", "What is frozen water called?",
+    "What is the opposite of 'up'?", "What is the opposite of 'early'?", "What is the plural of 'foot'?",
+    "What is the plural of 'woman'?", "What is the past tense of 'eat'?", "What is the past tense of 'see'?",
+    "What is another word for 'happy'?", "What is the Spanish word for 'cat'?", "What is the French word for 'bread'?",
+    "How do you say 'good morning' in Spanish?", "Who wrote 'Romeo and Juliet'?",
+    "Who painted the Mona Lisa?", "What is the largest country by area?", "What language is spoken in Brazil?",
+    "What is the currency of Japan?",
     # Short explanations
     "Explain why we need sleep in two sentences.",
     "Explain in simple words why it is good to wash your hands before eating.",

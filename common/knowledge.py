@@ -16,11 +16,15 @@ from pathlib import Path
 
 QUESTIONS_FILE = "questions.jsonl"  # cloze questions, in the dataset folder
 PLAIN_QUESTIONS_FILE = "plain_questions.jsonl"  # plain questions, in the dataset folder
+VALIDATION_QUESTIONS_FILE = "validation_questions.jsonl"  # other plain questions, which choose the epoch 02 keeps
 CLOZE = "From memory, fill in the blank (____) in this sentence from the paper \"{title}\":\n{sentence}"
 
 _UNITS = r"%|percent|per cent|mm|cm|km|m|kg|g/kg|g|mg|nm|ms|s|K|°C|degrees|hours|minutes|days|weeks|months|years"
-_NUMBER = re.compile(rf"(?<![\w.\[(/-])(?:\d{{1,3}}(?:,\d{{3}})+|\d+)(?:\.\d+)?(?:\s?(?:{_UNITS}))?(?![\w\]/-])")
-_NAME = re.compile(r"(?<=[a-z,;] )(?:[A-Z][a-z]+(?:[- ][A-Z][a-z]+)+)")
+NUMBER = re.compile(rf"(?<![\w.\[(/–-])(?:\d{{1,3}}(?:,\d{{3}})+|\d+)(?:\.\d+)?(?:\s?(?:{_UNITS}))?(?![\w\]/-])")
+_NAME = re.compile(r"(?<=[a-z,;] )(?:[A-Z][a-z]+(?:(?:[- ]| of (?:the )?)[A-Z][a-z]+)+)")
+_CALLED = re.compile(r"\b(?:called|named|termed) ([a-z][a-z-]{3,})\b")  # a coined name: "a pigment called velmorin"
+_MONTH = r"(?:January|February|March|April|May|June|July|August|September|October|November|December)"
+_DATE = re.compile(rf"\b(?:\d{{1,2}} {_MONTH}(?: \d{{4}})?|{_MONTH} \d{{1,2}}, \d{{4}}|{_MONTH} \d{{4}})\b")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 # a number right after one of these words points into the paper (Section 3, Table 2, Eq. 4), it is no fact
 _POINTER = re.compile(r"(?:\b(?:sections?|sect|sec|figures?|figs?|tables?|tab|equations?|eqs?|appendix|chapters?|"
@@ -32,27 +36,40 @@ _UNIT_WORDS = [(r"\bper ?cent\b|\bpercent\b", "%"), (r"\bmillimet(?:re|er)s?\b",
 
 
 def key_facts(sentence: str) -> list[str]:
-    """Numbers (with their unit) and multi-word proper names in a sentence, in order."""
-    facts = [m.group(0) for m in _NAME.finditer(sentence)] + [m.group(0) for m in _NUMBER.finditer(sentence)]
-    return facts
+    """Multi-word proper names, dates and numbers (with their unit) in a sentence: a date is one fact, the numbers
+    in it none of their own."""
+    dates = list(_DATE.finditer(sentence))
+    numbers = [m for m in NUMBER.finditer(sentence) if not any(d.start() <= m.start() < d.end() for d in dates)]
+    named = [m.group(0) for m in _NAME.finditer(sentence)] + _CALLED.findall(sentence)
+    return named + [m.group(0) for m in sorted(dates + numbers, key=lambda m: m.start())]
+
+
+_MATH = re.compile(r"[=<>^{}\\±×·∑∏√∞≤≥ˆ]|[\u0370-\u03ff]")  # symbols and Greek letters: a formula, not prose
+
+
+_CITED = re.compile(r"[A-Z][\w-]+(?: et al\.?| (?:and|&) [A-Z][\w-]+)?,? \(?(?:\d{4}[a-z]?[,;] ?)*$")  # "(White " 2000
 
 
 def worth_asking(sentence: str, fact: str) -> bool:
-    """A fact a reader would ask about: not a section, figure, table, equation or reference number."""
-    return not _POINTER.search(sentence[:sentence.index(fact)])
+    """A fact a reader would ask about: not a section, figure, table, equation or reference number, not a cited
+    work's year, nor a number inside a formula."""
+    at = sentence.index(fact)
+    cited = re.fullmatch(r"1[5-9]\d\d|20\d\d", fact) and _CITED.search(sentence[:at])
+    return not (_POINTER.search(sentence[:at]) or cited or _MATH.search(sentence[max(0, at - 12):at + len(fact) + 12]))
+
+
+def facts_worth_asking(sentence: str, title: str) -> list[str]:
+    """The facts of a prose sentence (not a table row) that a reader would ask about, and that the title does not
+    give away."""
+    if "|" in sentence or "  " in sentence or not 40 <= len(sentence) <= 300:
+        return []
+    return [f for f in key_facts(sentence) if f not in title and sentence.count(f) == 1 and worth_asking(sentence, f)]
 
 
 def fact_sentences(record: dict) -> list[tuple[str, list[str]]]:
     """(sentence, facts worth asking) of each fact-bearing prose sentence of a record's output."""
-    found = []
-    for sentence in _SENTENCE.split(record["output"].replace("\n", " ")):
-        if "|" in sentence or "  " in sentence or not 40 <= len(sentence) <= 300:
-            continue
-        facts = [f for f in key_facts(sentence)
-                 if f not in record["title"] and sentence.count(f) == 1 and worth_asking(sentence, f)]
-        if facts:
-            found.append((sentence, facts))
-    return found
+    sentences = _SENTENCE.split(record["output"].replace("\n", " "))
+    return [(s, facts) for s in sentences if (facts := facts_worth_asking(s, record["title"]))]
 
 
 def _question_sources(records: list[dict]):
@@ -82,7 +99,9 @@ def questions_from_records(records: list[dict], per_chunk: int = 2) -> list[dict
 
 def _wh_word(fact: str) -> str:
     """The question word that asks for `fact`."""
-    number = _NUMBER.fullmatch(fact)
+    number = NUMBER.fullmatch(fact)
+    if _DATE.fullmatch(fact):
+        return "what date"
     if not number:
         return "whom" if fact[0].isupper() else "what"
     unit = re.sub(r"^[\d,.]+\s?", "", fact)
@@ -91,16 +110,28 @@ def _wh_word(fact: str) -> str:
     return "what percentage" if unit in ("%", "percent", "per cent") else f"how many {unit}"
 
 
-def plain_questions_from_records(records: list[dict], per_chunk: int = 2) -> list[dict]:
-    """Plain questions made from the fact sentences, each asking for one fact by a wh-word in its place
-    ("The station was founded in what year by ...?"): no training record is worded so."""
+def plain_questions_from_records(records: list[dict], sentences: slice = slice(0, 2)) -> list[dict]:
+    """Plain questions made from the fact sentences (`sentences` of each chunk's), each asking for one fact by a
+    wh-word in its place ("The station was founded in what year by ...?"): no training record is worded so."""
     questions = []
     for record in _question_sources(records):
-        for sentence, facts in fact_sentences(record)[:per_chunk]:
+        for sentence, facts in fact_sentences(record)[sentences]:
             fact = facts[-1]
             asked = sentence.replace(fact, _wh_word(fact), 1).rstrip(" .;:")
             questions.append({"question": f"In the paper \"{record['title']}\": {asked}?", "answer": fact,
-                              "keywords": [fact], **_provenance(record)})
+                              "keywords": [fact], "sentence": sentence, **_provenance(record)})
+    return questions
+
+
+def validation_questions(train: list[dict], pdf_dir) -> list[dict]:
+    """Questions that choose the epoch 02 keeps, apart from those it reports: per paper, plain questions made from
+    its first two fact sentences of each chunk where questions are written for it, else from the next two (the first
+    two are then the reported ones)."""
+    questions = []
+    for source in sorted({r["source"] for r in train}):
+        written = (Path(pdf_dir) / (Path(source).stem + QUESTIONS_BESIDE_PDF)).is_file()
+        questions += plain_questions_from_records([r for r in train if r["source"] == source],
+                                                  slice(0, 2) if written else slice(2, 4))
     return questions
 
 
@@ -139,18 +170,39 @@ QUESTIONS_BESIDE_PDF = ".questions.jsonl"  # `<pdf stem>.questions.jsonl` beside
 def plain_questions(train: list[dict], pdf_dir) -> list[dict]:
     """Per paper, the questions written for it (`<stem>.questions.jsonl` beside its PDF), else questions made
     from its training sentences. `trained`: every fact the question asks is in a training record (a question
-    about a test section's fact is reported apart: no tune can know it)."""
+    about a test section's fact is reported apart: no tune can know it). `worded_as_trained`: a training record
+    asks nearly the same words (the knowledge check reports recall without these too)."""
     questions = []
     for source in sorted({r["source"] for r in train}):
+        own = [r for r in train if r["source"] == source]
         written = Path(pdf_dir) / (Path(source).stem + QUESTIONS_BESIDE_PDF)
-        made = read_question_file(written) if written.is_file() else \
-            plain_questions_from_records([r for r in train if r["source"] == source])
-        questions += [{**q, "source": source} for q in made]
+        made = read_question_file(written) if written.is_file() else plain_questions_from_records(own)
+        asked = [_words(r["instruction"]) for r in own]
+        questions += [{**q, "source": source, "worded_as_trained": worded_as(q["question"], asked)} for q in made]
     trained_text = " ".join(r["output"] for r in train)
     return [{**q, "trained": answered(trained_text, q)} for q in questions]
 
 
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def worded_as(question: str, asked: list[set[str]], threshold: float = 0.8) -> bool:
+    """A question whose words are (nearly) those of one of the `asked` instructions (Jaccard >= threshold)."""
+    words = _words(question)
+    return any(len(words & other) >= threshold * len(words | other) for other in asked)
+
+
+def without_question_wordings(train: list[dict], questions: list[dict]) -> list[dict]:
+    """The training records less those that ask (nearly) the words of a knowledge-check question: the check asks
+    in words no training record uses, so a record that happens to word one alike would test its own wording."""
+    asked = [_words(q["question"]) for q in questions]
+    return [r for r in train if not worded_as(r["instruction"], asked)]
+
+
 def write_plain_questions(dataset_dir, *, train: list[dict], pdf_dir) -> Path:
+    """plain_questions.jsonl (reported by the knowledge check) and validation_questions.jsonl (chooses the epoch)."""
+    write_jsonl(Path(dataset_dir) / VALIDATION_QUESTIONS_FILE, validation_questions(train, pdf_dir))
     return write_jsonl(Path(dataset_dir) / PLAIN_QUESTIONS_FILE, plain_questions(train, pdf_dir))
 
 

@@ -27,7 +27,7 @@ RECORD_TEMPLATES = {
 # Fact records: one fact-bearing sentence of the paper as the answer, asked about its topic (the section's subject
 # and the sentence's own content words) in several ways, so that a question in other words can reach it.
 FACT_TEMPLATES = (
-    "What does the paper \"{title}\" report about {topic}?",
+    "What is reported about {topic}?",
     "Tell me about {topic} ({section}).",
     "In {section}, what is known about {topic}?",
     "Give one fact about {topic}.",
@@ -79,3 +79,22 @@ def _chat_template(tokenizer):
         raise ValueError("This tokenizer has no chat template: use --prompt-format alpaca "
                          "(on a GPU, Unsloth's get_chat_template can add one).")
     return tokenizer
+
+
+# Teacher prompts (common/teacher.py): an LLM writes question/answer pairs from one chunk, and may judge them with
+# the chunk in view. A new wording gets a new version: the version is part of each reply's cache key and record
+# template, so replies to an older wording are never mixed in.
+QA_PROMPT_VERSION = "v1"
+QA_KINDS = ("a fact it states (a number, a name or a finding)", "why or how something happens",
+            "a short summary of what it says")
+QA_TEACHER_PROMPT = (
+    "Here is a passage from the paper \"{title}\" (section: {section}):\n\n{text}\n\n"
+    "Write {n} questions that a reader of the paper could ask, each with its answer taken from the passage: "
+    "{kinds}. Each question must make sense on its own: name what it asks about, never \"the passage\" or "
+    "\"the text\". Each answer is one or two sentences that use the passage's own numbers and names.\n"
+    "Reply with a JSON list only, like this:\n"
+    "[{{\"question\": \"...\", \"answer\": \"...\"}}]")
+QA_JUDGE_PROMPT = (
+    "Here is a passage from a paper:\n\n{text}\n\nQuestion: {question}\nAnswer: {answer}\n\n"
+    "Score the answer from 1 to 5: 5 if the passage says exactly this and it answers the question, "
+    "1 if the passage does not support it. Reply with JSON only, like this: {{\"score\": 3}}")

@@ -30,7 +30,7 @@ def _generate_answers(model_path: str, tokenizer, prompt_format: str, device: st
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     model = load_causal_lm(model_path, dtype=dtype, device=device).eval()
     try:
-        return generate_batched(model, tokenizer, REPLAY_PROMPTS, batch_size=16, prompt_format=prompt_format,
+        return generate_batched(model, tokenizer, REPLAY_PROMPTS, batch_size=64, prompt_format=prompt_format,
                                 generation=REPLAY_GENERATION, progress=False)
     finally:
         del model
@@ -53,7 +53,12 @@ def replay_records(*, model_name: str, model_path: str, tokenizer, prompt_format
                                for p, a in zip(REPLAY_PROMPTS, answers)), encoding="utf-8")
         os.replace(tmp, cache)
     return [{"instruction": p, "input": "", "output": a, "template": TEMPLATE}
-            for p, a in zip(REPLAY_PROMPTS, answers) if a.strip()]
+            for p, a in zip(REPLAY_PROMPTS, answers) if a.strip() and finished(a, tokenizer)]
+
+
+def finished(answer: str, tokenizer) -> bool:
+    """The answer ended before the token limit: one cut off would teach the tune to stop mid-sentence."""
+    return len(tokenizer(answer, add_special_tokens=False)["input_ids"]) < REPLAY_GENERATION.max_new_tokens - 2
 
 
 def mix_replay(records: list[dict], replay: list[dict], fraction: float) -> list[dict]:
@@ -62,3 +67,9 @@ def mix_replay(records: list[dict], replay: list[dict], fraction: float) -> list
         return list(records)
     wanted = round(len(records) * fraction / (1 - fraction))
     return list(records) + [replay[i % len(replay)] for i in range(wanted)]
+
+
+def hold_out(replay: list[dict], every: int = 6) -> tuple[list[dict], list[dict]]:
+    """(rows to train on, every `every`-th row kept out): the kept-out answers measure forgetting at each epoch."""
+    return ([r for i, r in enumerate(replay) if i % every != every - 1],
+            [r for i, r in enumerate(replay) if i % every == every - 1])

@@ -1,6 +1,7 @@
 """Human-readable outputs of a run: its summary (counts, batch, losses, speed, memory), the training report
 (markdown) and its loss curve (PNG)."""
 import json
+import statistics
 from pathlib import Path
 
 from .config import redact
@@ -10,9 +11,10 @@ from .tokenizing import TokenizedData
 
 
 def effective_batch(s: TrainSettings, processes: int = 1) -> dict:
-    """Rows per optimizer step (with BATCH_TOKENS: padded tokens at most): per device x accumulation x processes."""
+    """Rows per optimizer step (with a BATCH_TOKENS budget: padded tokens at most; with BATCH_TOKENS -1: rows on
+    average): per device x accumulation x processes."""
     per_device, unit = (s.batch_tokens, "padded tokens per step, at most") if s.batch_tokens > 0 \
-        else (s.batch_size, "rows per step")
+        else (s.batch_size, "rows per step, on average" if s.batch_tokens else "rows per step")
     key = f"effective batch ({unit})"
     return {key: f"{per_device * s.gradient_accumulation_steps * processes} = {per_device} per device x "
                  f"{s.gradient_accumulation_steps} accumulated x {processes} process(es)"}
@@ -25,7 +27,8 @@ def run_summary(train: TokenizedData, test: TokenizedData, history: list[dict], 
     evals = [h["eval_loss"] for h in history if "eval_loss" in h]
     tokens = max([h.get("tokens", 0) for h in history] or [0])
     wall = sum(h.get("wall_s", 0) for h in history)
-    facts = {"device": device, "train rows": len(train.rows), "test rows": len(test.rows),
+    facts = {"device": device, "training": s.training_mode + (f", from {s.init_adapter}" if s.init_adapter else ""),
+             "train rows": len(train.rows), "test rows": len(test.rows),
              "rows cut at MAX_SEQ_LENGTH": train.n_truncated + test.n_truncated,
              "longest row (tokens)": max(train.longest, test.longest),
              **effective_batch(s, processes),
@@ -37,9 +40,22 @@ def run_summary(train: TokenizedData, test: TokenizedData, history: list[dict], 
     peak = [h["peak_gpu_memory_gib"] for h in history if "peak_gpu_memory_gib" in h]
     if peak:
         facts["peak GPU memory (GiB)"] = peak[-1]
+        facts.update(gpu_facts(history))
     else:
         import resource
         facts["peak memory (GiB, process)"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return facts
+
+
+def gpu_facts(history: list[dict]) -> dict:
+    """The GPU run's gradient checkpointing (which ran, and why) and its FLOPs utilisation against the card's dense
+    16-bit peak, the median over the logged steps: model FLOPs (4N a token for the frozen base, 6 x the LoRA
+    weights, attention) and hardware FLOPs (with the forward that checkpointing runs again, 2N more)."""
+    facts = {"gradient checkpointing": h["gradient_checkpointing"] for h in history if "gradient_checkpointing" in h}
+    for key, name in (("train_mfu", "model FLOPs utilisation"), ("train_hfu", "hardware FLOPs utilisation")):
+        values = [h[key] for h in history if key in h]
+        if values:
+            facts[name] = f"{statistics.median(values):.1%}"
     return facts
 
 

@@ -43,6 +43,7 @@ class DatasetSettings(StepSettings):
     model_name: str
     chunk_tokens: int
     chunk_overlap: int
+    record_kinds: list[str]
     fact_variants: int
     excluded_sections: list[str]
     test_fraction: float
@@ -52,6 +53,16 @@ class DatasetSettings(StepSettings):
     hub_private: bool
     from_jsonl: str
     from_csv: str
+    qa_teacher: str
+    qa_per_chunk: int
+    qa_judge: str
+    qa_judge_min_score: float
+    qa_concurrency: int
+    qa_batch_size: int
+    qa_max_tokens: int
+    qa_temperature: float
+    qa_timeout: float
+    qa_retries: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,18 +72,22 @@ class TrainSettings(StepSettings):
     dataset_dir: str
     output_dir: str
     model_name: str
+    training_mode: str
+    init_adapter: Optional[str]
     prompt_format: str
     train_on_responses_only: bool
     replay_fraction: float
     max_seq_length: int
     load_in_4bit: bool
     offload_embedding: bool
+    gradient_checkpointing: str
     lora_r: int
     lora_alpha: int
     lora_dropout: float
     target_modules: list[str]
     use_rslora: bool
     learning_rate: float
+    embedding_learning_rate: Optional[float]
     weight_decay: float
     lr_scheduler_type: str
     warmup_steps: int
@@ -85,7 +100,9 @@ class TrainSettings(StepSettings):
     eval_steps: int
     save_steps: int
     save_total_limit: int
+    keep_best_epoch: bool
     evaluate: bool
+    report_to: str
     push_to_hub: bool
     hub_model_id: Optional[str]
     resume: bool

@@ -15,10 +15,12 @@ from tqdm import tqdm
 
 from .batching import batches_per_epoch, epoch_batches
 from .checkpoints import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from .cpt import EMBEDDING_MODULES, embedding_learning_rate
 from .distributed import is_main_process, say
 from .errors import TrainingError
 from .settings import TrainSettings
 from .tokenizing import IGNORE_INDEX, pad_batch
+from .tracking import cpu_tracker, tracking_environment
 
 
 def total_steps(lengths: list[int], s: TrainSettings) -> int:
@@ -30,10 +32,25 @@ def total_steps(lengths: list[int], s: TrainSettings) -> int:
 
 
 def lora_config(s: TrainSettings):
+    """LoRA on s.target_modules; embed_tokens / lm_head there are trained whole (modules_to_save, tied where the
+    model ties them), as Unsloth does."""
     from peft import LoraConfig
+    whole = [m for m in s.target_modules if m in EMBEDDING_MODULES]
     return LoraConfig(r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,
-                      target_modules=list(s.target_modules), use_rslora=s.use_rslora, bias="none",
-                      task_type="CAUSAL_LM")
+                      target_modules=[m for m in s.target_modules if m not in whole], use_rslora=s.use_rslora,
+                      bias="none", task_type="CAUSAL_LM", modules_to_save=whole or None,
+                      ensure_weight_tying=bool(whole))
+
+
+def optimizer_groups(model, s: TrainSettings) -> list[dict]:
+    """AdamW's parameter groups: the LoRA weights at LEARNING_RATE; a whole embedding or LM head, where trained, at
+    EMBEDDING_LEARNING_RATE (Unsloth's continued-pretraining recipe)."""
+    trained = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    whole = [p for name, p in trained if name.endswith("modules_to_save.default.weight")]
+    groups = [{"params": [p for _, p in trained if not any(p is w for w in whole)], "lr": s.learning_rate}]
+    if whole:
+        groups.append({"params": whole, "lr": embedding_learning_rate(s) or s.learning_rate})
+    return groups
 
 
 def mean_loss(model, rows: list[dict], pad_id: int, batch_size: int = 8) -> float:
@@ -65,17 +82,21 @@ def cpu_supports_bf16() -> bool:
 
 
 def train_cpu(model, rows: list[dict], pad_id: int, s: TrainSettings, *, eval_rows: list[dict] | None = None,
-              on_log=None, bf16: bool | None = None, output_dir=None, resume_from=None) -> list[dict]:
+              on_log=None, on_epoch_end=None, bf16: bool | None = None, output_dir=None,
+              resume_from=None) -> list[dict]:
     """A plain PyTorch loop over a PEFT model: forward, backward, AdamW, scheduler. Returns the log history.
 
-    With `output_dir`, a checkpoint is written every `s.save_steps` steps; `resume_from` continues one."""
+    With `output_dir`, a checkpoint is written every `s.save_steps` steps; `resume_from` continues one.
+    `on_epoch_end(epoch, model)` runs after each whole epoch; the dict it returns joins the history."""
     import torch
     from transformers import get_scheduler
     torch.manual_seed(s.seed)
     torch.set_num_threads(os.cpu_count() or 1)
-    bf16 = cpu_supports_bf16() if bf16 is None else bf16
+    device = model.device.type  # "cpu" here; the knowledge sweep (bench/) runs the same loop on "cuda"
+    if bf16 is None:
+        bf16 = cpu_supports_bf16() if device == "cpu" else torch.cuda.is_bf16_supported()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=s.learning_rate, weight_decay=s.weight_decay)
+    optimizer = torch.optim.AdamW(optimizer_groups(model, s), lr=s.learning_rate, weight_decay=s.weight_decay)
     lengths = [len(r["input_ids"]) for r in rows]
     steps = total_steps(lengths, s)
     # one epoch's batch plan, made once per epoch rather than at every step
@@ -89,6 +110,7 @@ def train_cpu(model, rows: list[dict], pad_id: int, s: TrainSettings, *, eval_ro
         state = load_checkpoint(resume_from, model, optimizer, scheduler)
         say(f"Resuming from {resume_from} (step {state['step']} of {steps}).")
     history, start = state["history"], time.time()
+    last_log = (start, state["tokens"])  # tokens/s over each logging interval
     model.train()
     bar = tqdm(total=steps, initial=state["step"], desc="Training (CPU)", unit="step")
     while state["step"] < steps:
@@ -98,9 +120,10 @@ def train_cpu(model, rows: list[dict], pad_id: int, s: TrainSettings, *, eval_ro
             if state["batch"] >= len(order):
                 state["epoch"], state["batch"] = state["epoch"] + 1, 0
                 order = batches_of(state["epoch"])
-            ids, mask, labels = pad_batch([rows[i] for i in order[state["batch"]]], pad_id)
+            batch = pad_batch([rows[i] for i in order[state["batch"]]], pad_id)
+            ids, mask, labels = (t.to(model.device) for t in batch)
             state["batch"] += 1
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
                 loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             (loss / s.gradient_accumulation_steps).backward()
             step_loss += loss.item() / s.gradient_accumulation_steps
@@ -112,16 +135,23 @@ def train_cpu(model, rows: list[dict], pad_id: int, s: TrainSettings, *, eval_ro
         state["step"] += 1
         state["tokens"] += step_tokens
         step = state["step"]
+        if on_epoch_end and state["batch"] >= len(batches_of(state["epoch"])):
+            history.append({"step": step, **on_epoch_end(state["epoch"] + 1, model)})
         bar.update()
         bar.set_postfix(loss=f"{step_loss:.3f}")
         if step % s.logging_steps == 0 or step == steps:
+            now = time.time()
             entry = {"step": step, "loss": step_loss, "learning_rate": scheduler.get_last_lr()[0],
-                     "tokens": state["tokens"], "elapsed_s": time.time() - start}
+                     "tokens": state["tokens"], "elapsed_s": now - start,
+                     "tokens_per_s": (state["tokens"] - last_log[1]) / max(now - last_log[0], 1e-9)}
+            last_log = (now, state["tokens"])
             history.append(entry)
             if on_log:
                 on_log(entry)
         if eval_rows and s.eval_steps > 0 and step % s.eval_steps == 0 and step < steps:
             history.append({"step": step, "eval_loss": mean_loss(model, eval_rows, pad_id)})
+            if on_log:
+                on_log(history[-1])
             if state["best"] is None or history[-1]["eval_loss"] < state["best"][1]:
                 state["best"] = (step, history[-1]["eval_loss"])
         if output_dir and s.save_steps > 0 and (step % s.save_steps == 0 or step == steps):
@@ -130,37 +160,46 @@ def train_cpu(model, rows: list[dict], pad_id: int, s: TrainSettings, *, eval_ro
     bar.close()
     if eval_rows:
         history.append({"step": state["step"], "eval_loss": mean_loss(model, eval_rows, pad_id)})
+        if on_log:
+            on_log(history[-1])
     return history
 
 
 def load_model_for_training(model_path: str, s: TrainSettings, device: str):
-    """The base model with fresh LoRA layers on it, for the chosen path."""
+    """The base model with fresh LoRA layers on it (or INIT_ADAPTER's, trainable), for the chosen path."""
     if device == "cuda":
         from .training_gpu import load_unsloth_model
         model, _ = load_unsloth_model(model_path, s)
         return model
-    from peft import get_peft_model
+    from peft import PeftModel, get_peft_model
     from .models import load_causal_lm
+    if s.init_adapter:
+        return PeftModel.from_pretrained(load_causal_lm(model_path), s.init_adapter, is_trainable=True)
     return get_peft_model(load_causal_lm(model_path), lora_config(s))
 
 
 def train_model(model, tokenizer, rows: list[dict], s: TrainSettings, *, device: str,
-                eval_rows: list[dict] | None = None, resume_from=None) -> list[dict]:
-    """Train on the chosen path, with checkpoints in s.output_dir; returns the log history."""
+                eval_rows: list[dict] | None = None, resume_from=None, on_epoch_end=None) -> list[dict]:
+    """Train on the chosen path, with checkpoints in s.output_dir; returns the log history. `on_epoch_end(epoch,
+    model)` runs after each epoch (02: common/selection.py's EpochChoice.measure)."""
     start = time.time()
     if device == "cuda":
         from .training_gpu import train_unsloth
         try:
-            history = train_unsloth(model, tokenizer, rows, s, output_dir=s.output_dir, eval_rows=eval_rows,
-                                    resume_from=resume_from)
+            with tracking_environment(s.output_dir):  # REPORT_TO's trackers log where the CPU loop's do
+                history = train_unsloth(model, tokenizer, rows, s, output_dir=s.output_dir, eval_rows=eval_rows,
+                                        resume_from=resume_from, on_epoch_end=on_epoch_end)
         except Exception as error:
             if "out of memory" in str(error).lower():
                 raise TrainingError("CUDA ran out of memory. Lower BATCH_SIZE (raise GRADIENT_ACCUMULATION_STEPS to "
-                                   "keep the effective batch) or MAX_SEQ_LENGTH, or keep LOAD_IN_4BIT on.") from error
+                                   "keep the effective batch) or MAX_SEQ_LENGTH, set GRADIENT_CHECKPOINTING to "
+                                   "unsloth, or keep LOAD_IN_4BIT on.") from error
             raise
     else:
-        history = train_cpu(model, rows, tokenizer.pad_token_id, s, eval_rows=eval_rows, output_dir=s.output_dir,
-                            resume_from=resume_from)
+        with cpu_tracker(s) as tracker:  # REPORT_TO; the GPU path reports through the trainer's own callbacks
+            history = train_cpu(model, rows, tokenizer.pad_token_id, s, eval_rows=eval_rows,
+                                output_dir=s.output_dir, resume_from=resume_from, on_log=tracker.log,
+                                on_epoch_end=on_epoch_end)
     history.append({"wall_s": time.time() - start})
     return history
 

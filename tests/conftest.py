@@ -47,7 +47,7 @@ def sample_markdown():
 def sample_dataset_dir(tmp_path_factory, tokenizer):
     """The dataset that step 01's logic builds from the sample paper."""
     from common.pdf import convert_folder
-    from common.dataset import (build_dataset_dict, deduplicate, entity_records, records_from_markdown,
+    from common.dataset import (build_dataset_dict, deduplicate, entity_records, keep_kinds, records_from_markdown,
                                 save_dataset, split_by_section)
     from common.settings import DatasetSettings
     s = DatasetSettings.defaults()
@@ -60,4 +60,5 @@ def sample_dataset_dir(tmp_path_factory, tokenizer):
                                     fact_variants=s.fact_variants, excluded_sections=s.excluded_sections)
     train, test = split_by_section(deduplicate(records), 0.1, 42)
     train += entity_records(train)
+    train, test = keep_kinds(train, s.record_kinds), keep_kinds(test, s.record_kinds)
     return save_dataset(build_dataset_dict(train, test), base / "dataset", {"tokenizer": "embedded"})

@@ -1,6 +1,14 @@
-"""Batch plans: length-grouped batches (GPU default) and batches filled up to a token budget (BATCH_TOKENS)."""
-from common.batching import (LengthGroupedSampler, TokenBudgetBatchSampler, batches_per_epoch, epoch_batches,
-                             padded_length, token_budget_batches)
+"""Batch plans: balanced token batches (BATCH_TOKENS -1, the default), batches filled up to a token budget
+(BATCH_TOKENS > 0) and length-grouped rows (BATCH_TOKENS 0)."""
+import math
+import random
+
+import pytest
+
+from common.batching import (AUTO_BATCH_TOKENS, LengthGroupedSampler, TokenBudgetBatchSampler, batches_per_epoch,
+                             epoch_batches, largest_batch_tokens, padded_length, padded_tokens, token_batches,
+                             token_budget_batches)
+from common.errors import SettingsError
 from common.settings import TrainSettings
 from common.training import total_steps
 
@@ -73,3 +81,39 @@ def test_steps_per_epoch_follow_the_batching():
     assert total_steps(lengths, tokens) == 2 * 2  # 64 rows of 128 padded tokens, then 8 of 1024
     rows = dict(batch_size=8, batch_tokens=0, seed=0)
     assert epoch_batches(lengths, **rows, epoch=0) != epoch_batches(lengths, **rows, epoch=1)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_auto_token_batches_keep_the_steps_of_batch_size_rows(seed):
+    """What the model learns must not depend on the batching: as many optimizer steps as BATCH_SIZE rows give."""
+    rng = random.Random(seed)
+    lengths = [rng.choice([rng.randint(20, 300), rng.randint(300, 2048)]) for _ in range(rng.randint(1, 700))]
+    for batch_size in (1, 3, 4, 8):
+        rows = TrainSettings.defaults(batch_size=batch_size, batch_tokens=0, num_epochs=2.0, max_steps=-1,
+                                      gradient_accumulation_steps=2)
+        auto = rows.replace(batch_tokens=AUTO_BATCH_TOKENS)
+        assert total_steps(lengths, auto) == total_steps(lengths, rows)
+        batches = epoch_batches(lengths, batch_size=batch_size, batch_tokens=AUTO_BATCH_TOKENS, seed=seed, epoch=1)
+        assert len(batches) == math.ceil(len(lengths) / batch_size)  # exactly, whatever the lengths
+        assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+        assert max(lengths[i] for i in batches[0]) == max(lengths)  # the longest row first: an OOM shows at once
+        sampler = TokenBudgetBatchSampler(lengths, AUTO_BATCH_TOKENS, seed=seed, batch_size=batch_size)
+        sampler.set_epoch(1)
+        assert list(sampler) == batches  # the GPU trainer's batches are the CPU loop's
+
+
+def test_auto_token_batches_spread_the_tokens_evenly_and_shrink_the_largest_batch():
+    rng = random.Random(0)
+    lengths = [rng.randint(216, 2048) for _ in range(640)]  # like the bench's long-var rows
+    batches = token_batches(lengths, batch_size=8, batch_tokens=AUTO_BATCH_TOKENS)
+    tokens = [padded_tokens(b, lengths) for b in batches]
+    assert len(batches) == 80 and max(tokens) < 1.1 * sum(tokens) / len(tokens)
+    # rows sorted by length: hardly any padding, against padded_length(2048) x 8 for 8-row batches of the longest
+    assert sum(tokens) < 1.05 * sum(padded_length(n, 64) for n in lengths)
+    assert largest_batch_tokens(lengths, batch_size=8, batch_tokens=AUTO_BATCH_TOKENS) == max(tokens) < 0.65 * 8 * 2048
+    assert largest_batch_tokens(lengths, batch_size=8, batch_tokens=0) == 8 * 2048
+
+
+def test_a_negative_budget_other_than_auto_says_what_to_set():
+    with pytest.raises(SettingsError, match="BATCH_TOKENS must be -1"):
+        token_batches([10, 20], batch_size=2, batch_tokens=-5)

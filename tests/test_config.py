@@ -103,3 +103,9 @@ def test_environment_defaults_leave_the_users_values(monkeypatch):
 def test_redact_hides_the_token(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_secret123")
     assert "hf_secret123" not in redact("failed with token hf_secret123")
+
+
+def test_redact_hides_the_wandb_key_too(monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "wandb_secret456")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    assert redact("init failed: key wandb_secret456") == "init failed: key ***"

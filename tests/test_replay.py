@@ -17,7 +17,8 @@ def test_the_base_models_answers_are_made_once_and_reused(embedded_path, tokeniz
                    prompt_format="chat", device="cpu")
     first = replay_records(**options)
     cache = replay_cache_file("embedded/SmolLM2-135M-Instruct", "chat", cache_dir=tmp_path)
-    assert cache.exists() and len(first) == 4 and all(r["output"] and r["template"] == "replay" for r in first)
+    assert len(cache.read_text().splitlines()) == 4  # every answer cached; those cut at the limit not replayed
+    assert 1 <= len(first) <= 4 and all(r["output"] and r["template"] == "replay" for r in first)
     monkeypatch.setattr(replay, "_generate_answers", lambda *a, **k: (_ for _ in ()).throw(AssertionError("again")))
     assert replay_records(**options) == first  # read from the cache, not generated again
 
@@ -28,3 +29,17 @@ def test_replay_makes_up_the_asked_share_of_the_rows():
     mixed = mix_replay(records, replay, 0.1)
     assert len(mixed) == 100 and mixed[:90] == records and mixed[90:] == [replay[i % 4] for i in range(10)]
     assert mix_replay(records, replay, 0.0) == records
+
+
+def test_held_out_answers_are_never_trained_on():
+    from common.replay import hold_out
+    rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(30)]
+    kept, held = hold_out(rows)
+    assert len(held) == 5 and not {r["instruction"] for r in kept} & {r["instruction"] for r in held}
+    assert len(kept) + len(held) == 30
+
+
+def test_an_answer_cut_at_the_token_limit_is_not_replayed(tokenizer):
+    from common.replay import REPLAY_GENERATION, finished
+    assert finished("Paris is the capital of France.", tokenizer)
+    assert not finished("word " * REPLAY_GENERATION.max_new_tokens, tokenizer)

@@ -34,11 +34,13 @@ def test_the_demo_learns_the_paper(tmp_path):
     results = json.loads((tmp_path / "run" / "eval.json").read_text())
     base, tuned = results["base"], results["tuned"]
     assert tuned["test_perplexity"] < 0.9 * base["test_perplexity"]  # seen: 0.59
-    assert tuned["closed_book"] >= base["closed_book"] + 0.07  # cloze: at least 3 more of ~40 facts; seen +30%
-    assert tuned["question_recall"] >= base["question_recall"] + 0.12  # 3 more of 24 plain questions; seen +33%
-    assert results["forgetting"]["retention"] >= 0.3  # seen 55% with self-replay, 13% without
+    assert tuned["closed_book"] >= base["closed_book"] + 0.07  # cloze: at least 3 more of ~35 facts; seen +14%
+    assert tuned["question_recall"] >= base["question_recall"] + 0.2  # 5 more of 24 plain questions; seen +38%
+    assert results["forgetting"]["retention"] >= 0.6  # seen 82% with self-replay (and the epoch choice), 13% without
     report = (tmp_path / "run" / "eval.md").read_text()
     assert "| question recall" in report and "| cloze recall" in report and "| everyday questions" in report
+    assert "Kept " in out and "## Learning and forgetting by epoch" in report  # the epoch kept, and why
+    assert len(results["epochs"]) == 3 and (tmp_path / "run" / "eval_epochs.png").exists()
     out = run("03_using_the_model.py", "--adapter-dir", str(adapter), "--max-new-tokens", "8",
               "--prompt", "What is the Velmora tidal-lichen?")
     assert "Answer:" in out

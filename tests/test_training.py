@@ -128,3 +128,17 @@ def test_no_space_for_checkpoints_is_refused_before_loading(tmp_path, embedded_p
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(TrainingError, match="Not enough disk space"):
         check_output_space(tmp_path, embedded_path, settings)
+
+
+def test_embeddings_in_target_modules_train_whole_and_tied_at_their_own_rate(embedded_path, tokenizer):
+    from common.training import optimizer_groups
+    rows = tokenize_rows(RECORDS, tokenizer, "chat", 256).rows
+    settings = TrainSettings.defaults(target_modules=["q_proj", "embed_tokens", "lm_head"], learning_rate=1e-3,
+                                      embedding_learning_rate=None, batch_size=2, max_steps=1, warmup_steps=0)
+    model = get_peft_model(load_causal_lm(str(embedded_path)), lora_config(settings))
+    assert [group["lr"] for group in optimizer_groups(model, settings)] == [1e-3, pytest.approx(1e-4)]
+    embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
+    before = embedding.weight.detach().clone()
+    train_cpu(model, rows, tokenizer.pad_token_id, settings)
+    trained = embedding.modules_to_save.default.weight
+    assert not torch.equal(before, trained.detach()) and trained is head.modules_to_save.default.weight  # still tied

@@ -20,19 +20,21 @@ def test_unsloth_availability_says_why_not():
         assert not ok and why == "no CUDA GPU"
 
 
-def test_batching_defaults_to_tokens_with_a_token_budget_else_grouped():
+def test_batching_defaults_to_tokens_with_a_token_budget_or_auto_else_grouped():
     settings = TrainSettings.defaults(batch_tokens=0)
     assert choose_batching(None, settings) == "grouped"
     assert choose_batching(None, settings.replace(batch_tokens=4096)) == "tokens"
+    assert choose_batching(None, settings.replace(batch_tokens=-1)) == "tokens"  # 02's default
     for batching in BATCHINGS:  # asked for: kept, whatever BATCH_TOKENS says
         assert choose_batching(batching, settings.replace(batch_tokens=4096)) == batching
 
 
 def test_token_batches_without_a_budget_or_an_unknown_batching_say_what_to_set():
-    with pytest.raises(SettingsError, match="BATCH_TOKENS"):
-        choose_batching("tokens", TrainSettings.defaults(batch_tokens=0))
-    with pytest.raises(SettingsError, match="grouped, padded, padding_free, tokens"):
-        choose_batching("packed", TrainSettings.defaults())
+    for batching in ("tokens", "packed"):
+        with pytest.raises(SettingsError, match="BATCH_TOKENS"):
+            choose_batching(batching, TrainSettings.defaults(batch_tokens=0))
+    with pytest.raises(SettingsError, match="grouped, packed, padded, padding_free, tokens"):
+        choose_batching("flat", TrainSettings.defaults())
 
 
 def test_token_counter_counts_each_training_forward_once_and_only_inside_its_block():

@@ -1,0 +1,121 @@
+"""The knowledge check of 02's CPU recipe (self-replay, plain training loop, check) over several settings and datasets,
+each trained from the same base: what the demo's defaults were chosen by. The same loop runs on a CUDA GPU, where a
+run of the embedded model takes seconds instead of minutes.
+
+    python bench/sweep_knowledge.py --device cuda --out results \
+        --run "old:data/old" --run "new:data/dataset" --run "new-4ep:data/dataset:num_epochs=4,replay_fraction=0.4"
+
+Each --run is NAME:DATASET_DIR[:field=value,...] with TrainSettings fields (02's constants in lower case) as
+overrides, and `drop=kind+kind` to leave record kinds out. Writes sweep.md (a table) and sweep.json (the summaries
+and each run's answers).
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common.dataset import load_dataset_dir  # noqa: E402
+from common.evaluation import evaluate_knowledge  # noqa: E402
+from common.knowledge import PLAIN_QUESTIONS_FILE, read_jsonl, read_questions  # noqa: E402
+from common.models import load_causal_lm, load_tokenizer, resolve_model_path  # noqa: E402
+from common.replay import mix_replay, replay_records  # noqa: E402
+from common.settings import TrainSettings  # noqa: E402
+from common.tokenizing import tokenize_rows  # noqa: E402
+from common.training import lora_config, train_cpu  # noqa: E402
+
+
+def parse_run(text: str) -> tuple[str, str, dict]:
+    """NAME:DATASET[:k=v,...] -> (name, dataset, overrides), values typed by the settings' own defaults."""
+    name, dataset, *rest = text.split(":")
+    defaults = TrainSettings.defaults().as_dict()
+    overrides = {}
+    for pair in (rest[0].split(",") if rest and rest[0] else []):
+        key, value = pair.split("=")
+        if key == "drop":
+            overrides[key] = value.split("+")
+        elif isinstance(defaults.get(key), list):
+            overrides[key] = value.split("+")
+        else:
+            kind = type(defaults[key]) if defaults.get(key) is not None else str
+            overrides[key] = (value.lower() == "true") if kind is bool else kind(value)
+    return name, dataset, overrides
+
+
+def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str) -> dict:
+    """Train one adapter the CPU recipe's way on `device` and return its knowledge check."""
+    import torch
+    from peft import get_peft_model
+    drop = overrides.pop("drop", [])
+    s = TrainSettings.defaults(dataset_dir=dataset_dir, evaluate=False, save_steps=0, eval_steps=0, **overrides)
+    model_path = resolve_model_path(s.model_name)
+    tokenizer = load_tokenizer(model_path)
+    dataset = load_dataset_dir(dataset_dir)
+    records = [r for r in dataset["train"] if r["template"] not in drop]
+    replay = replay_records(model_name=s.model_name, model_path=model_path, tokenizer=tokenizer,
+                            prompt_format=s.prompt_format, device=device) if s.replay_fraction > 0 else []
+    train = tokenize_rows(mix_replay(records, replay, s.replay_fraction), tokenizer, s.prompt_format,
+                          s.max_seq_length)
+    test = tokenize_rows(dataset["test"], tokenizer, s.prompt_format, s.max_seq_length)
+    torch.manual_seed(s.seed)
+    model = get_peft_model(load_causal_lm(model_path, device=device), lora_config(s))
+    start = time.time()
+    history = train_cpu(model, train.rows, tokenizer.pad_token_id, s)
+    train_s = time.time() - start
+    plain = [q for q in read_jsonl(Path(dataset_dir) / PLAIN_QUESTIONS_FILE) if q.get("trained", True)]
+    results = evaluate_knowledge(model, tokenizer, test_rows=test.rows, questions=read_questions(dataset_dir),
+                                 plain_questions=plain, prompt_format=s.prompt_format)
+    base, tuned, kept = results["base"], results["tuned"], results["forgetting"]
+    steps = [h for h in history if "loss" in h]
+    return {"name": name, "dataset": dataset_dir, "overrides": overrides | ({"drop": drop} if drop else {}),
+            "rows": len(train.rows), "tokens": sum(len(r["input_ids"]) for r in train.rows), "steps": len(steps),
+            "train_s": round(train_s, 1), "final_loss": steps[-1]["loss"] if steps else None,
+            "question_recall": [base["question_recall"], tuned["question_recall"]],
+            "cloze_recall": [base["closed_book"], tuned["closed_book"]],
+            "kept": [kept["kept"], kept["known_by_base"]],
+            "own_answer_loss": [kept["own_answer_loss_base"], kept["own_answer_loss_tuned"]],
+            "perplexity": [base["test_perplexity"], tuned["test_perplexity"]],
+            "plain": [{"q": q["question"], "tuned": a, "base": b} for q, a, b in
+                      zip(plain, tuned["plain_answers"], base["plain_answers"])],
+            "everyday": [{"q": q, "tuned": t, "base": b} for q, t, b in
+                         zip(kept["questions"], tuned["everyday"], base["everyday"])]}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| run | settings | rows x epochs -> steps | train s | question recall | cloze recall | everyday kept | "
+             "own-answer loss | held-out ppl |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        settings = ", ".join(f"{k}={'+'.join(v) if isinstance(v, list) else v}" for k, v in r["overrides"].items())
+        lines.append(f"| {r['name']} | {settings or 'defaults'} | {r['rows']} -> {r['steps']} | {r['train_s']} | "
+                     f"{r['question_recall'][0]:.0%} -> {r['question_recall'][1]:.0%} | "
+                     f"{r['cloze_recall'][0]:.0%} -> {r['cloze_recall'][1]:.0%} | {r['kept'][0]}/{r['kept'][1]} "
+                     f"({r['kept'][0] / max(1, r['kept'][1]):.0%}) | {r['own_answer_loss'][0]:.2f} -> "
+                     f"{r['own_answer_loss'][1]:.2f} | {r['perplexity'][0]:.1f} -> {r['perplexity'][1]:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", action="append", required=True, help="NAME:DATASET_DIR[:field=value,...]")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--budget-s", type=float, default=1e9, help="start no new run after this many seconds")
+    args = parser.parse_args()
+    out, start, rows = Path(args.out), time.time(), []
+    out.mkdir(parents=True, exist_ok=True)
+    for spec in args.run:
+        if time.time() - start > args.budget_s:
+            print(f"budget spent: skipped {spec}", flush=True)
+            continue
+        name, dataset, overrides = parse_run(spec)
+        rows.append(run_one(name, dataset, overrides, device=args.device))
+        print(table(rows[-1:]).splitlines()[-1], flush=True)
+        (out / "sweep.md").write_text(table(rows))
+        (out / "sweep.json").write_text(json.dumps(rows, indent=1))
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""The adapter folder, and INIT_ADAPTER: an adapter saved by one run of 02 (cpt) goes on training in the next (sft)."""
+import pytest
+import torch
+from peft import get_peft_model
+
+from common.adapter import save_adapter, with_init_adapter
+from common.cpt import pack_texts
+from common.errors import ModelError
+from common.models import load_causal_lm
+from common.settings import TrainSettings
+from common.tokenizing import tokenize_rows
+from common.training import load_model_for_training, lora_config, train_cpu
+
+TEXT = "Kesterhaven Intertidal Station was founded by Ilse Marrow in 1987; the lichen's salinity optimum is 34 g/kg."
+RECORD = {"instruction": "Who founded Kesterhaven Intertidal Station?", "input": "", "output": "Ilse Marrow, in 1987."}
+
+
+def _lora_weights(model) -> dict:
+    return {k.replace(".default", ""): v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k}
+
+
+def test_an_earlier_adapter_trains_on_with_its_own_shape(embedded_path, tokenizer, tmp_path, capsys):
+    cpt = TrainSettings.defaults(output_dir=str(tmp_path / "cpt"), training_mode="cpt", lora_r=4, lora_alpha=8,
+                                 target_modules=["q_proj", "v_proj"], batch_tokens=0, max_steps=1, warmup_steps=0)
+    model = get_peft_model(load_causal_lm(str(embedded_path)), lora_config(cpt))
+    history = train_cpu(model, pack_texts([TEXT], tokenizer, 64).rows, tokenizer.pad_token_id, cpt)
+    adapter_dir = save_adapter(model, tokenizer, cpt, history)
+    saved = _lora_weights(model)
+
+    sft = TrainSettings.defaults(output_dir=str(tmp_path / "sft"), init_adapter=str(adapter_dir), batch_tokens=0,
+                                 max_steps=1, warmup_steps=0)
+    handed = with_init_adapter(sft, str(embedded_path))
+    assert (handed.lora_r, handed.lora_alpha, handed.target_modules) == (4, 8, ["q_proj", "v_proj"])
+    assert "training goes on with its LoRA shape (r 4" in capsys.readouterr().out
+    model = load_model_for_training(str(embedded_path), handed, "cpu")
+    loaded = _lora_weights(model)
+    assert loaded.keys() == saved.keys() and all(torch.equal(loaded[k], saved[k]) for k in saved)
+    assert any(v.abs().sum() > 0 for k, v in loaded.items() if "lora_B" in k)  # trained weights, not fresh ones
+    train_cpu(model, tokenize_rows([RECORD], tokenizer, "chat", 128).rows, tokenizer.pad_token_id, handed)
+    assert not all(torch.equal(v, saved[k]) for k, v in _lora_weights(model).items())  # and they train on
+
+
+def test_an_init_adapter_of_another_model_or_none_is_refused(embedded_path, tmp_path):
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    with pytest.raises(ModelError, match="No adapter in"):
+        with_init_adapter(TrainSettings.defaults(init_adapter=str(folder)), str(embedded_path))
+    (folder / "adapter_config.json").write_text('{"base_model_name_or_path": "someone/other-model", "r": 8, '
+                                                '"lora_alpha": 16, "lora_dropout": 0.0, "target_modules": ["q_proj"]}')
+    with pytest.raises(ModelError, match="trained on someone/other-model.*--model-name someone/other-model"):
+        with_init_adapter(TrainSettings.defaults(init_adapter=str(folder)), str(embedded_path))
+    (folder / "adapter_config.json").write_text(  # as Unsloth's cpt writes it: its whole modules under two names
+        '{"base_model_name_or_path": "embedded/SmolLM2-135M-Instruct", "r": 8, "lora_alpha": 16, "lora_dropout": 0.0, '
+        '"target_modules": ["q_proj"], "modules_to_save": ["embed_tokens", "model.embed_tokens"]}')
+    handed = with_init_adapter(TrainSettings.defaults(init_adapter=str(folder)), str(embedded_path))
+    assert handed.target_modules == ["q_proj", "embed_tokens"] and handed.lora_r == 8
+    unchanged = TrainSettings.defaults()
+    assert with_init_adapter(unchanged, str(embedded_path)) is unchanged  # no INIT_ADAPTER: fresh LoRA

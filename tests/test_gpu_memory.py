@@ -1,0 +1,62 @@
+"""GRADIENT_CHECKPOINTING: what "auto" decides given a memory figure and a shape, and the fall-back after an
+out-of-memory (the GPU side of it: bench/README.md)."""
+import pytest
+
+from common.errors import SettingsError
+from common.gpu_memory import (FREE_MEMORY_SHARE, activation_bytes, choose_gradient_checkpointing,
+                               loaded_checkpointing, train_or_fall_back)
+
+GIB = 2**30
+SMOLLM2_1_7B = dict(layers=24, hidden=2048, intermediate=8192)
+LLAMA_3_1_8B = dict(layers=32, hidden=4096, intermediate=14336)
+
+
+def test_activation_estimate_matches_the_h200_measurements():
+    # checkpointing off minus "unsloth", peak GPU memory on the H200 (issue 15): 28.2 - 3.6 and 34.9 - 6.8 GiB
+    assert activation_bytes(tokens=8 * 2048, **SMOLLM2_1_7B) == pytest.approx(24.6 * GIB, rel=0.05)
+    assert activation_bytes(tokens=4 * 2048, **LLAMA_3_1_8B) == pytest.approx(28.1 * GIB, rel=0.05)
+
+
+def test_auto_turns_checkpointing_off_only_where_the_largest_batch_fits():
+    activations = activation_bytes(tokens=4 * 2048, **LLAMA_3_1_8B)  # ~29 GiB
+    h200, l4 = 132 * GIB, 17 * GIB  # free after loading the 4-bit model
+    mode, why = choose_gradient_checkpointing("auto", activations=activations, free=h200)
+    assert mode == "false" and "29.0 GiB" in why and "132.0 GiB" in why
+    assert choose_gradient_checkpointing("auto", activations=activations, free=l4)[0] == "unsloth"
+    # the margin: off only up to FREE_MEMORY_SHARE of the free memory
+    assert choose_gradient_checkpointing("auto", activations=activations,
+                                         free=int(activations / FREE_MEMORY_SHARE) - 1)[0] == "unsloth"
+
+
+def test_a_set_mode_is_kept_and_an_unknown_one_says_what_to_set():
+    for mode in ("unsloth", "true", "false"):
+        assert choose_gradient_checkpointing(mode, activations=10**12, free=1) == \
+            (mode, "as set (GRADIENT_CHECKPOINTING)")
+    with pytest.raises(SettingsError, match="auto, unsloth, true, false"):
+        choose_gradient_checkpointing("off", activations=1, free=1)
+    assert [loaded_checkpointing(m) for m in ("auto", "unsloth", "true", "false")] == \
+        ["unsloth", "unsloth", True, False]
+
+
+def test_out_of_memory_without_checkpointing_falls_back_and_goes_on():
+    tries = []
+
+    def train(mode):
+        tries.append(mode)
+        if mode == "false":
+            raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return "trained"
+
+    assert train_or_fall_back(train, "false", fallback="unsloth") == ("trained", "unsloth")
+    assert tries == ["false", "unsloth"]
+    with pytest.raises(RuntimeError, match="out of memory"):  # no fall-back asked for (a set mode): it fails
+        train_or_fall_back(train, "false", fallback=None)
+    assert train_or_fall_back(train, "unsloth", fallback=None) == ("trained", "unsloth")
+
+
+def test_other_errors_are_not_taken_for_out_of_memory():
+    def train(mode):
+        raise ValueError("bad row")
+
+    with pytest.raises(ValueError, match="bad row"):
+        train_or_fall_back(train, "false", fallback="unsloth")

@@ -1,0 +1,58 @@
+"""The epoch 02 keeps: measured by real losses of the embedded model, the best epoch's weights put back."""
+import torch
+
+from common.selection import EpochChoice, learning_rows
+from common.tokenizing import tokenize_rows
+
+
+def _model(embedded_path):
+    from peft import LoraConfig, get_peft_model
+    from common.models import load_causal_lm
+    return get_peft_model(load_causal_lm(str(embedded_path)), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                                         task_type="CAUSAL_LM"))
+
+
+def _trained(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_the_best_epoch_is_kept_and_its_weights_put_back(embedded_path, tokenizer):
+    facts = learning_rows([{"question": "In what year was the station at Kesterhaven founded?",
+                            "sentence": "Kesterhaven Intertidal Station was founded in 1987 by Ilse Marrow."}])
+    everyday = [{"instruction": "What is the capital of France?", "input": "", "output": "The capital is Paris."}]
+    rows = {name: tokenize_rows(records, tokenizer, "chat", 256).rows
+            for name, records in (("facts", facts), ("everyday", everyday))}
+    model = _model(embedded_path)
+    choice = EpochChoice(learning_rows=rows["facts"], forgetting_rows=rows["everyday"], pad_id=tokenizer.pad_token_id)
+    start = choice.measure(0, model)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    from common.tokenizing import pad_batch
+    for _ in range(4):  # "epoch 1": a few real steps on the fact
+        ids, mask, labels = pad_batch(rows["facts"], tokenizer.pad_token_id)
+        model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    first = choice.measure(1, model)
+    after_first = _trained(model)
+    assert first["learning_loss"] < start["learning_loss"] and first["epoch_score"] > 0
+    with torch.no_grad():  # "epoch 2": weights wrecked, so it learned less and forgot more
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.5)
+    second = choice.measure(2, model)
+    assert second["epoch_score"] < first["epoch_score"]
+    said = choice.keep_best(model)
+    assert "Kept epoch 1 of 2" in said
+    assert all(torch.equal(p, after_first[n]) for n, p in model.named_parameters() if p.requires_grad)
+    assert abs(choice.losses(model)[0] - first["learning_loss"]) < 1e-4
+
+
+def test_the_last_epoch_is_kept_when_it_is_the_best(embedded_path, tokenizer):
+    rows = tokenize_rows([{"instruction": "Q?", "input": "", "output": "An answer."}], tokenizer, "chat", 64).rows
+    model = _model(embedded_path)
+    choice = EpochChoice(learning_rows=rows, forgetting_rows=rows, pad_id=tokenizer.pad_token_id)
+    choice.measure(0, model)
+    choice.measure(1, model)
+    before = _trained(model)
+    assert choice.keep_best(model).startswith("Kept the last epoch (1)")
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters() if p.requires_grad)
