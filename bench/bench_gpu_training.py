@@ -11,7 +11,8 @@ Same random-init model (bench/random_model.py shapes), same rows, batch and sequ
   the no-grad forward of checkpointing), "packed" (the same batches flattened into one row each, attending through
   torch's varlen FlashAttention-2 kernel), "grouped" (BATCH_TOKENS 0: `batch` rows of similar length), "tokens"
   (BATCH_TOKENS = batch x 2048: fewer steps where rows are short), "padded", "padding_free", "grouped-exact".
-  Padded variants other than those run the -var datasets only. Before the timed runs, one untimed run
+  Padded variants other than those run the -var datasets only. Path "unsloth-16bit": the same with LOAD_IN_4BIT
+  False (16-bit LoRA: no dequantization of the base weights). Before the timed runs, one untimed run
   (--compile-steps, the first variant on the first dataset) pays Unsloth's one-time block compile and the
   recompiles for new batch shapes, so that no timed run carries them. "lean" runs --lean-steps only: its peak
   memory comes at the first step (the longest batch comes first).
@@ -153,7 +154,8 @@ def run_unsloth(args, datasets):
     # 02's defaults, with the bench's batch and steps, no evaluation, no checkpoints, 1 epoch
     s = TrainSettings.defaults(batch_size=args.batch, max_steps=args.warmup + args.steps, max_seq_length=2048,
                                learning_rate=2e-4, warmup_steps=2, logging_steps=1, num_epochs=1.0, eval_steps=0,
-                               save_steps=0, load_in_4bit=True, offload_embedding=args.worker == "unsloth-offload")
+                               save_steps=0, load_in_4bit=args.worker != "unsloth-16bit",
+                               offload_embedding=args.worker == "unsloth-offload")
     t = time.time()
     model, tokenizer = load_unsloth_model(args.model, s)
     print(f"[{args.worker}] model loaded in {time.time() - t:.0f} s, {torch.cuda.memory_allocated() / 2**30:.2f} GiB "
@@ -362,7 +364,7 @@ def main():
     p.add_argument("--baseline-data", help="the baseline's datasets (default: --data)")
     p.add_argument("--no-isolate", action="store_true", help="baseline without the PYTHONPATH of links")
     # worker arguments
-    p.add_argument("--worker", choices=["unsloth", "unsloth-offload", "baseline"])
+    p.add_argument("--worker", choices=["unsloth", "unsloth-offload", "unsloth-16bit", "baseline"])
     p.add_argument("--shape"), p.add_argument("--model"), p.add_argument("--data-file"), p.add_argument("--results")
     p.add_argument("--batch", type=int), p.add_argument("--deadline", type=float)
     args = p.parse_args()

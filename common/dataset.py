@@ -112,6 +112,16 @@ def excluded(section: str, excluded_sections: list[str]) -> bool:
     return any(name.startswith(e.lower()) for e in excluded_sections)
 
 
+def shuffled_sentences(sentences: list[str], subjects: list[str], heading: str, *, seed: str) -> str:
+    """The chunk's sentences in another order, each with its subject named so that it stands alone: the same facts
+    in a second text, as Allen-Zhu & Li's permuted biographies (a fact seen in one fixed context is hard to ask for)."""
+    restated = [" ".join(s.split()) for s in restated_sentences(sentences, list(subjects), heading=heading)]
+    order = random.Random(seed).sample(range(len(restated)), len(restated))
+    if order == sorted(order):  # never the paper's own order
+        order = order[1:] + order[:1]
+    return " ".join(restated[i] for i in order)
+
+
 def records_from_chunk(chunk, source: str, *, fact_variants: int = 0, subjects: list[str] = ()) -> list[dict]:
     """Alpaca rows for one chunk, one per applicable template in RECORD_TEMPLATES, and its fact records."""
     base = {"source": source, "title": chunk.title, "section": chunk.section, "page": int(chunk.page),
@@ -136,6 +146,10 @@ def records_from_chunk(chunk, source: str, *, fact_variants: int = 0, subjects: 
         first, second = " ".join(sentences[:half]).strip(), " ".join(sentences[half:]).strip()
         rows.append({"template": "continuation", "input": first, "output": second,
                      "instruction": RECORD_TEMPLATES["continuation"].format(**fields)})
+    if len(sentences) >= 3 and prose:
+        rows.append({"template": "shuffled", "input": "", "output": shuffled_sentences(
+                         sentences, subjects, _section_name(chunk.section), seed=chunk.chunk_id),
+                     "instruction": RECORD_TEMPLATES["shuffled"].format(**fields)})
     rows = [{**base, **row} for row in rows]
     return rows + fact_records(rows[0], fact_variants, name, subjects) if fact_variants and prose else rows
 

@@ -23,6 +23,7 @@ RECORD_TEMPLATES = {
     "continuation": "Continue this passage from the paper \"{title}\" (section: {section}).",
     "title_abstract": "Give the abstract of the paper \"{title}\".",
     "key_facts": "Which figures and names does the paper \"{title}\" report about {section}?",
+    "shuffled": "List the points that the paper \"{title}\" makes about {section}, in any order.",
 }
 # Fact records: one fact-bearing sentence of the paper as the answer, asked about its topic (the section's subject
 # and the sentence's own content words) in several ways, so that a question in other words can reach it.

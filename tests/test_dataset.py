@@ -23,7 +23,7 @@ def test_outputs_come_from_the_paper(sample_dataset_dir, sample_markdown):
     paper_words = set(re.findall(r"\w+", flat.lower()))
     for row in load_from_disk(str(sample_dataset_dir))["train"]:
         first_sentence = row["output"].split(". ")[0][:60]
-        if row["template"] == "fact":
+        if row["template"] in ("fact", "shuffled"):
             assert set(re.findall(r"\w+", row["output"].lower())) <= paper_words
         elif "|" not in first_sentence:
             assert " ".join(first_sentence.split()) in flat
@@ -63,6 +63,42 @@ def test_fact_records_answer_with_a_sentence_of_their_own_section(sample_dataset
                for q in questions) >= 0.5 * len(questions)  # most ask with the question word first
     card = (sample_dataset_dir / "README.md").read_text()
     assert "## Records by kind" in card and "| `fact` |" in card
+
+
+def test_shuffled_records_hold_their_chunks_sentences_in_another_order(sample_dataset_dir):
+    """A chunk's sentences, each with its subject named as in its fact records, none left out, none added, and never
+    in the paper's order."""
+    import re
+    from common.augment import strip_citations
+    from common.dataset import split_sentences
+    dataset = load_from_disk(str(sample_dataset_dir))
+    for split in ("train", "test"):
+        rows = list(dataset[split])
+        text = {r["chunk_id"]: strip_citations(" ".join(r["output"].split())) for r in rows
+                if r["template"] in ("section_summary", "title_abstract")}
+        shuffled = {r["chunk_id"]: r for r in rows if r["template"] == "shuffled"}
+        assert len(shuffled) >= (10 if split == "train" else 1)
+        for chunk_id, r in shuffled.items():
+            ends = [len(re.findall(r"[.!?](?:\s|$)", t)) for t in (r["output"], text[chunk_id])]
+            assert ends[0] == ends[1] and len(split_sentences(text[chunk_id])) >= 3
+            assert sorted(re.findall(r"\d+", r["output"])) == sorted(re.findall(r"\d+", text[chunk_id]))
+            assert r["section"] in r["instruction"] or r["section"].split(" > ")[-1].split(" ", 1)[-1] in r["instruction"]
+        for r in rows:  # the restated sentence of each fact record of the chunk is one of its sentences
+            if r["template"] == "fact" and r["chunk_id"] in shuffled:
+                assert r["output"] in shuffled[r["chunk_id"]]["output"]
+
+
+def test_shuffled_sentences_are_a_fixed_permutation_never_the_papers_order():
+    from common.dataset import shuffled_sentences
+    sentences = ["Ilse Marrow founded the station in 1987.", "It lies 14 km north of Velm.", "Storms hit it in 2016."]
+    seen = set()
+    for seed in (f"paper-{i:04d}" for i in range(30)):
+        out = shuffled_sentences(sentences, ["Kesterhaven Intertidal Station"], "History", seed=seed)
+        assert out == shuffled_sentences(sentences, ["Kesterhaven Intertidal Station"], "History", seed=seed)
+        parts = [next(i for i, key in enumerate(("1987", "14 km", "2016")) if key in p) for p in out.split(". ")]
+        assert sorted(parts) == [0, 1, 2] and parts != [0, 1, 2]
+        seen.add(tuple(parts))
+    assert len(seen) >= 3
 
 
 def test_only_the_record_kinds_asked_for_are_kept():
