@@ -16,6 +16,7 @@ from common.distributed import check_launch, is_main_process, main_process_first
 from common.errors import PipelineError
 from common.evaluation import knowledge_check
 from common.export import check_push_settings, push_folder
+from common.gpu_memory import check_load_in_4bit, with_load_in_4bit
 from common.models import choose_device, load_tokenizer, resolve_model_path
 from common.replay import hold_out, mix_replay, replay_records
 from common.report import run_summary, write_training_report
@@ -34,7 +35,7 @@ PROMPT_FORMAT = "chat"  # chat (the model's chat template) or alpaca (the classi
 TRAIN_ON_RESPONSES_ONLY = True  # mask the prompt from the loss
 REPLAY_FRACTION = 0.25  # share of rows that are the base model's own answers to everyday prompts (keeps what it knew)
 MAX_SEQ_LENGTH = 1024  # longest tokenized row; longer rows are cut, counted and reported
-LOAD_IN_4BIT = True  # GPU: QLoRA (4-bit base); False for 16-bit LoRA
+LOAD_IN_4BIT = "auto"  # GPU: auto (a 16-bit base where it takes <= 1/4 of free memory, else QLoRA), true, false
 OFFLOAD_EMBEDDING = False  # GPU: keep the input embedding in CPU memory (Llama-3.1-8B: 1 GiB less GPU memory)
 GRADIENT_CHECKPOINTING = "auto"  # GPU: auto (off where the batches fit in free memory), unsloth (lean), true, false
 LORA_R = 16  # LoRA rank
@@ -74,6 +75,7 @@ def main():
     if s.push_to_hub:
         check_push_settings(s.hub_model_id, hf_token())  # fail now, not after training
     check_training_mode(s.training_mode)
+    check_load_in_4bit(s.load_in_4bit)
     check_tracking(s.report_to)  # a missing package or login: now, not after the data is ready
     dataset = load_dataset_dir(s.dataset_dir)
     model_path = resolve_model_path(s.model_name)
@@ -97,6 +99,7 @@ def main():
         check_tokenized(train, tokenizer)
     check_output_space(s.output_dir, model_path, s)
     resume_from = resume_checkpoint(s.output_dir, s.resume)
+    s = with_load_in_4bit(s, model_path, device)  # auto: a 16-bit base where the card has room for it
     model = load_model_for_training(model_path, s, device)
     choice = epoch_choice(model, tokenizer, s, forgetting=held_out)  # None where KEEP_BEST_EPOCH is off
     history = train_model(model, tokenizer, train.rows, s, device=device, eval_rows=test.rows, resume_from=resume_from,

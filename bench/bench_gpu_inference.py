@@ -55,7 +55,7 @@ def make_adapter(args):
     model.save_pretrained(args.adapter)
     AutoTokenizer.from_pretrained(args.model).save_pretrained(args.adapter)
     (Path(args.adapter) / "training_config.json").write_text(json.dumps(
-        {"MODEL_NAME": args.model, "LOAD_IN_4BIT": True, "MAX_SEQ_LENGTH": 2048, "PROMPT_FORMAT": "chat"}))
+        {"MODEL_NAME": args.model, "LOAD_IN_4BIT": "true", "MAX_SEQ_LENGTH": 2048, "PROMPT_FORMAT": "chat"}))
     print(f"[adapter] saved to {args.adapter}", flush=True)
 
 

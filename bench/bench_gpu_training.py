@@ -154,7 +154,7 @@ def run_unsloth(args, datasets):
     # 02's defaults, with the bench's batch and steps, no evaluation, no checkpoints, 1 epoch
     s = TrainSettings.defaults(batch_size=args.batch, max_steps=args.warmup + args.steps, max_seq_length=2048,
                                learning_rate=2e-4, warmup_steps=2, logging_steps=1, num_epochs=1.0, eval_steps=0,
-                               save_steps=0, load_in_4bit=args.worker != "unsloth-16bit",
+                               save_steps=0, load_in_4bit="false" if args.worker == "unsloth-16bit" else "true",
                                offload_embedding=args.worker == "unsloth-offload")
     t = time.time()
     model, tokenizer = load_unsloth_model(args.model, s)

@@ -75,7 +75,7 @@ print('adapter on vs off, max abs logit difference:', (on - off).abs().max().ite
 
 if [ $SECONDS -lt "${EXTRA_BUDGET_S:-330}" ]; then
   step train_lora16 python 02_fine_tuning.py --dataset-dir .gpu/dataset --output-dir /tmp/run16 --model-name $MODEL \
-    --max-steps 10 --no-load-in-4bit
+    --max-steps 10 --load-in-4bit false
   cp /tmp/run16/report.md "$OUT/report_16bit.md" 2>/dev/null
 else
   echo "=== train_lora16: skipped ($SECONDS s gone)"

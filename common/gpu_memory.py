@@ -1,4 +1,10 @@
-"""Gradient checkpointing on the GPU path (GRADIENT_CHECKPOINTING): whether a run needs it, and going on without it.
+"""What the GPU path spends memory on: the base model's weights in 4 or 16 bits (LOAD_IN_4BIT), gradient
+checkpointing (GRADIENT_CHECKPOINTING), and going on without it.
+
+QLoRA's 4-bit base is for fitting a model in a card's memory; where the 16-bit weights fit with room to spare, a
+16-bit base learns more and trains as fast (bench/README.md: the embedded model on the H200, question recall 56%
+against 37.5%; the Llama-3.1-8B shape, 16,452 against 16,288 tokens/s). "auto" loads 16-bit weights where they take
+at most SIXTEEN_BIT_SHARE of the free GPU memory (so an 8B model on an 80 GB card, QLoRA on a 24 or 48 GB one).
 
 Without checkpointing, each decoder layer keeps its activations for the backward pass; with Unsloth's ("unsloth"),
 only each layer's input is kept (offloaded to CPU memory) and the layer's forward runs again in the backward: about
@@ -6,12 +12,16 @@ only each layer's input is kept (offloaded to CPU memory) and the layer's forwar
 H200 (see bench/README.md), for memory that a large card has to spare. "auto" turns it off where the largest batch's
 activations fit in the free GPU memory, and turns it back on if the run runs out of memory all the same.
 """
+import json
+from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
 from .errors import SettingsError
 
 GRADIENT_CHECKPOINTINGS = ("auto", "unsloth", "true", "false")
 UNSLOTH_VALUES = {"unsloth": "unsloth", "true": True, "false": False}  # Unsloth's use_gradient_checkpointing
+LOAD_IN_4BITS = ("auto", "true", "false")
+SIXTEEN_BIT_SHARE = 0.25  # "auto" loads 16-bit weights where they take at most this share of the free GPU memory
 FREE_MEMORY_SHARE = 0.75  # "auto" runs without checkpointing where the activations take at most this share of it
 Result = TypeVar("Result")
 
@@ -26,6 +36,92 @@ def activation_bytes(*, tokens: int, layers: int, hidden: int, intermediate: int
 
 def gib(n_bytes: float) -> str:
     return f"{n_bytes / 2**30:.1f} GiB"
+
+
+def uses_4bit(value: str | bool) -> bool:
+    """A resolved LOAD_IN_4BIT ("true"/"false"; True/False as adapters of older versions saved it)."""
+    return value in (True, "true")
+
+
+def check_load_in_4bit(value: str | bool) -> None:
+    if value not in LOAD_IN_4BITS and not isinstance(value, bool):
+        raise SettingsError(f"LOAD_IN_4BIT must be one of {', '.join(LOAD_IN_4BITS)}, not {value!r}.")
+
+
+def weight_bytes_16bit(model_path: str | Path) -> Optional[int]:
+    """Bytes of the model's weights in 16 bits, read from safetensors headers (no weights loaded): a local folder's,
+    or a Hub repo's through the Hub's API; None where that is not known (offline, other weight files, weights
+    stored quantized)."""
+    folder = Path(model_path)
+    if not folder.is_dir():
+        return _hub_weight_bytes(str(model_path))
+    config = folder / "config.json"
+    if not config.is_file() or "quantization_config" in json.loads(config.read_text()):
+        return None
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return None
+    from safetensors import safe_open
+    count = 0
+    for file in files:
+        with safe_open(str(file), framework="pt") as weights:
+            for name in weights.keys():
+                size = 1
+                for dim in weights.get_slice(name).get_shape():
+                    size *= dim
+                count += size
+    return 2 * count
+
+
+def _hub_weight_bytes(repo_id: str) -> Optional[int]:
+    try:
+        from huggingface_hub import get_safetensors_metadata
+        counts = get_safetensors_metadata(repo_id).parameter_count
+    except Exception:  # offline, no such repo, no safetensors: not known
+        return None
+    if "4bit" in repo_id.lower() or any(dtype in counts for dtype in ("U8", "I8", "F8_E4M3")):
+        return None  # stored quantized
+    return 2 * sum(counts.values())
+
+
+def choose_load_in_4bit(value: str | bool, *, weight_bytes: Optional[int], free: int) -> tuple[bool, str]:
+    """(whether to load the base in 4 bits; why). "true"/"false" are kept; "auto": 16-bit where the 16-bit
+    `weight_bytes` take at most SIXTEEN_BIT_SHARE of the `free` GPU memory, else 4-bit (also where the size is not
+    known)."""
+    check_load_in_4bit(value)
+    if value != "auto":
+        return uses_4bit(value), "as set (LOAD_IN_4BIT)"
+    if weight_bytes is None:
+        return True, "auto: the 16-bit size of the weights is not known here (a Hub name, or stored quantized): QLoRA"
+    sizes = f"the 16-bit weights, {gib(weight_bytes)}, against {gib(free)} of free GPU memory"
+    if weight_bytes <= SIXTEEN_BIT_SHARE * free:
+        return False, f"auto: {sizes}: 16-bit LoRA"
+    return True, f"auto: {sizes}: more than {SIXTEEN_BIT_SHARE:.0%} of it, so QLoRA (4-bit)"
+
+
+def with_load_in_4bit(settings, model_path: str | Path, device: str):
+    """`settings` with LOAD_IN_4BIT decided ("true" or "false") for a run on `device`, saying which and why; the
+    adapter records it, so that 03 loads the base as it was trained. The CPU path trains 32-bit weights: unchanged."""
+    if device != "cuda":
+        return settings
+    import torch
+    from .distributed import say
+    check_load_in_4bit(settings.load_in_4bit)
+    weight_bytes = weight_bytes_16bit(model_path) if settings.load_in_4bit == "auto" else None
+    four, why = choose_load_in_4bit(settings.load_in_4bit, weight_bytes=weight_bytes,
+                                    free=torch.cuda.mem_get_info()[0])
+    say(f"Base weights: {'4-bit (QLoRA)' if four else '16-bit (LoRA)'}, {why}")
+    return settings.replace(load_in_4bit="true" if four else "false")
+
+
+def trained_in_4bit(trained, model_path: str | Path) -> bool:
+    """Whether to load an adapter's base in 4 bits on the GPU: as its training recorded; "auto" (an adapter made
+    elsewhere, read with 02's defaults) decided here as 02 would."""
+    if trained.load_in_4bit != "auto":
+        return uses_4bit(trained.load_in_4bit)
+    import torch
+    return choose_load_in_4bit("auto", weight_bytes=weight_bytes_16bit(model_path),
+                               free=torch.cuda.mem_get_info()[0])[0]
 
 
 def check_mode(mode: str) -> None:

@@ -78,7 +78,7 @@ class TrainSettings(StepSettings):
     train_on_responses_only: bool
     replay_fraction: float
     max_seq_length: int
-    load_in_4bit: bool
+    load_in_4bit: str
     offload_embedding: bool
     gradient_checkpointing: str
     lora_r: int

@@ -193,7 +193,7 @@ def train_model(model, tokenizer, rows: list[dict], s: TrainSettings, *, device:
             if "out of memory" in str(error).lower():
                 raise TrainingError("CUDA ran out of memory. Lower BATCH_SIZE (raise GRADIENT_ACCUMULATION_STEPS to "
                                    "keep the effective batch) or MAX_SEQ_LENGTH, set GRADIENT_CHECKPOINTING to "
-                                   "unsloth, or keep LOAD_IN_4BIT on.") from error
+                                   "unsloth, or set LOAD_IN_4BIT to true.") from error
             raise
     else:
         with cpu_tracker(s) as tracker:  # REPORT_TO; the GPU path reports through the trainer's own callbacks

@@ -30,7 +30,7 @@ from .cpt import embedding_learning_rate
 from .distributed import local_rank, say, world_size
 from .errors import SettingsError
 from .gpu_memory import (UNSLOTH_VALUES, activation_bytes, choose_gradient_checkpointing, loaded_checkpointing,
-                         train_or_fall_back)
+                         train_or_fall_back, uses_4bit)
 from .settings import TrainSettings
 from .tracking import PROJECT, report_targets
 
@@ -40,7 +40,7 @@ PACKED = ("packed", "padding_free")  # batchings whose batches are flattened int
 
 def load_unsloth_model(model_path: str | Path, settings: TrainSettings, *,
                        use_gradient_checkpointing: str | bool | None = None) -> tuple[Any, Any]:
-    """(model, tokenizer): the base model (4-bit QLoRA where settings.load_in_4bit, else 16-bit) with LoRA on
+    """(model, tokenizer): the base model (4-bit QLoRA where settings.load_in_4bit is "true", else 16-bit) with LoRA on
     settings.target_modules, via Unsloth. settings.offload_embedding: keep the input embedding in CPU memory (else
     Unsloth moves it only when memory is tight). Gradient checkpointing: settings.gradient_checkpointing's, Unsloth's
     for "auto" (train_unsloth may turn it off), unless `use_gradient_checkpointing` says otherwise."""
@@ -51,7 +51,8 @@ def load_unsloth_model(model_path: str | Path, settings: TrainSettings, *,
     if settings.offload_embedding:
         options["offload_embedding"] = True
     model, tokenizer = FastLanguageModel.from_pretrained(model_name=model_path, max_seq_length=settings.max_seq_length,
-                                                         load_in_4bit=settings.load_in_4bit, dtype=None, **options)
+                                                         load_in_4bit=uses_4bit(settings.load_in_4bit), dtype=None,
+                                                         **options)
     if settings.init_adapter:  # an earlier adapter trains on (e.g. cpt, then sft), loaded as Unsloth loads one
         from peft import PeftModel
         model = PeftModel.from_pretrained(model, settings.init_adapter, is_trainable=True)

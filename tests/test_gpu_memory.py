@@ -1,14 +1,47 @@
-"""GRADIENT_CHECKPOINTING: what "auto" decides given a memory figure and a shape, and the fall-back after an
-out-of-memory (the GPU side of it: bench/README.md)."""
+"""LOAD_IN_4BIT and GRADIENT_CHECKPOINTING: what "auto" decides given a memory figure and a model or a shape, and
+the fall-back after an out-of-memory (the GPU side of it: bench/README.md)."""
 import pytest
 
 from common.errors import SettingsError
-from common.gpu_memory import (FREE_MEMORY_SHARE, activation_bytes, choose_gradient_checkpointing,
-                               loaded_checkpointing, train_or_fall_back)
+from common.gpu_memory import (FREE_MEMORY_SHARE, SIXTEEN_BIT_SHARE, activation_bytes, check_load_in_4bit,
+                               choose_gradient_checkpointing, choose_load_in_4bit, loaded_checkpointing,
+                               train_or_fall_back, trained_in_4bit, uses_4bit, weight_bytes_16bit, with_load_in_4bit)
 
 GIB = 2**30
 SMOLLM2_1_7B = dict(layers=24, hidden=2048, intermediate=8192)
 LLAMA_3_1_8B = dict(layers=32, hidden=4096, intermediate=14336)
+
+
+def test_auto_loads_a_16bit_base_only_where_it_takes_a_quarter_of_free_memory_at_most():
+    eight_b = 2 * 8_030_261_248  # Llama-3.1-8B's weights in 16 bits, 15 GiB
+    assert choose_load_in_4bit("auto", weight_bytes=eight_b, free=137 * GIB)[0] is False  # an H200
+    assert choose_load_in_4bit("auto", weight_bytes=eight_b, free=78 * GIB)[0] is False  # an 80 GB card
+    four, why = choose_load_in_4bit("auto", weight_bytes=eight_b, free=46 * GIB)  # a 48 GB card
+    assert four is True and "QLoRA" in why and "15.0 GiB" in why and "46.0 GiB" in why
+    assert choose_load_in_4bit("auto", weight_bytes=int(SIXTEEN_BIT_SHARE * 40 * GIB), free=40 * GIB)[0] is False
+    assert choose_load_in_4bit("auto", weight_bytes=None, free=137 * GIB) == (
+        True, "auto: the 16-bit size of the weights is not known here (a Hub name, or stored quantized): QLoRA")
+    assert choose_load_in_4bit("false", weight_bytes=eight_b, free=10 * GIB) == (False, "as set (LOAD_IN_4BIT)")
+    assert choose_load_in_4bit("true", weight_bytes=1, free=137 * GIB)[0] is True
+    assert uses_4bit(True) and not uses_4bit(False)  # as adapters of older versions recorded it
+    with pytest.raises(SettingsError, match="LOAD_IN_4BIT must be one of auto, true, false"):
+        check_load_in_4bit("yes")
+
+
+def test_the_16bit_size_comes_from_the_safetensors_headers(tmp_path):
+    from common.models import resolve_model_path
+    from common.settings import TrainSettings
+    embedded = resolve_model_path("embedded/SmolLM2-135M-Instruct")
+    assert 2 * 130e6 < weight_bytes_16bit(embedded) < 2 * 140e6  # SmolLM2-135M: 134.5M weights
+    quantized = tmp_path / "bnb"
+    quantized.mkdir()
+    (quantized / "config.json").write_text('{"quantization_config": {"load_in_4bit": true}}')
+    assert weight_bytes_16bit(quantized) is None  # stored in 4 bits: QLoRA as it is
+    assert weight_bytes_16bit("someone/not-downloaded-here") is None  # offline: not known
+    s = TrainSettings.defaults()
+    assert s.load_in_4bit == "auto" and with_load_in_4bit(s, embedded, "cpu") is s  # the CPU trains 32-bit weights
+    assert trained_in_4bit(s.replace(load_in_4bit="true"), embedded) is True
+    assert trained_in_4bit(s.replace(load_in_4bit=False), embedded) is False
 
 
 def test_activation_estimate_matches_the_h200_measurements():
