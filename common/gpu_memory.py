@@ -99,17 +99,21 @@ def choose_load_in_4bit(value: str | bool, *, weight_bytes: Optional[int], free:
     return True, f"auto: {sizes}: more than {SIXTEEN_BIT_SHARE:.0%} of it, so QLoRA (4-bit)"
 
 
+def free_gpu_memory() -> int:
+    """Bytes free on this process's GPU; 0 where torch sees none."""
+    import torch
+    return torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else 0
+
+
 def with_load_in_4bit(settings, model_path: str | Path, device: str):
     """`settings` with LOAD_IN_4BIT decided ("true" or "false") for a run on `device`, saying which and why; the
     adapter records it, so that 03 loads the base as it was trained. The CPU path trains 32-bit weights: unchanged."""
     if device != "cuda":
         return settings
-    import torch
     from .distributed import say
     check_load_in_4bit(settings.load_in_4bit)
     weight_bytes = weight_bytes_16bit(model_path) if settings.load_in_4bit == "auto" else None
-    four, why = choose_load_in_4bit(settings.load_in_4bit, weight_bytes=weight_bytes,
-                                    free=torch.cuda.mem_get_info()[0])
+    four, why = choose_load_in_4bit(settings.load_in_4bit, weight_bytes=weight_bytes, free=free_gpu_memory())
     say(f"Base weights: {'4-bit (QLoRA)' if four else '16-bit (LoRA)'}, {why}")
     return settings.replace(load_in_4bit="true" if four else "false")
 
@@ -119,9 +123,7 @@ def trained_in_4bit(trained, model_path: str | Path) -> bool:
     elsewhere, read with 02's defaults) decided here as 02 would."""
     if trained.load_in_4bit != "auto":
         return uses_4bit(trained.load_in_4bit)
-    import torch
-    return choose_load_in_4bit("auto", weight_bytes=weight_bytes_16bit(model_path),
-                               free=torch.cuda.mem_get_info()[0])[0]
+    return choose_load_in_4bit("auto", weight_bytes=weight_bytes_16bit(model_path), free=free_gpu_memory())[0]
 
 
 def check_mode(mode: str) -> None:
