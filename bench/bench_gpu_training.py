@@ -12,7 +12,7 @@ Same random-init model (bench/random_model.py shapes), same rows, batch and sequ
   torch's varlen FlashAttention-2 kernel), "grouped" (BATCH_TOKENS 0: `batch` rows of similar length), "tokens"
   (BATCH_TOKENS = batch x 2048: fewer steps where rows are short), "padded", "padding_free", "grouped-exact".
   Padded variants other than those run the -var datasets only. Path "unsloth-16bit": the same with LOAD_IN_4BIT
-  False (16-bit LoRA: no dequantization of the base weights). Before the timed runs, one untimed run
+  "false" (16-bit LoRA: no dequantization of the base weights). Before the timed runs, one untimed run
   (--compile-steps, the first variant on the first dataset) pays Unsloth's one-time block compile and the
   recompiles for new batch shapes, so that no timed run carries them. "lean" runs --lean-steps only: its peak
   memory comes at the first step (the longest batch comes first).

@@ -13,6 +13,7 @@ H200 (see bench/README.md), for memory that a large card has to spare. "auto" tu
 activations fit in the free GPU memory, and turns it back on if the run runs out of memory all the same.
 """
 import json
+import math
 from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
@@ -40,6 +41,8 @@ def gib(n_bytes: float) -> str:
 
 def uses_4bit(value: str | bool) -> bool:
     """A resolved LOAD_IN_4BIT ("true"/"false"; True/False as adapters of older versions saved it)."""
+    if value == "auto":
+        raise SettingsError("LOAD_IN_4BIT auto is decided before the model loads (gpu_memory.with_load_in_4bit).")
     return value in (True, "true")
 
 
@@ -65,11 +68,7 @@ def weight_bytes_16bit(model_path: str | Path) -> Optional[int]:
     count = 0
     for file in files:
         with safe_open(str(file), framework="pt") as weights:
-            for name in weights.keys():
-                size = 1
-                for dim in weights.get_slice(name).get_shape():
-                    size *= dim
-                count += size
+            count += sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())
     return 2 * count
 
 
@@ -105,25 +104,22 @@ def free_gpu_memory() -> int:
     return torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else 0
 
 
+def decide_load_in_4bit(value: str | bool, model_path: str | Path) -> tuple[bool, str]:
+    """choose_load_in_4bit with this GPU's free memory and, for "auto", the model's 16-bit size."""
+    weight_bytes = weight_bytes_16bit(model_path) if value == "auto" else None
+    return choose_load_in_4bit(value, weight_bytes=weight_bytes, free=free_gpu_memory())
+
+
 def with_load_in_4bit(settings, model_path: str | Path, device: str):
     """`settings` with LOAD_IN_4BIT decided ("true" or "false") for a run on `device`, saying which and why; the
-    adapter records it, so that 03 loads the base as it was trained. The CPU path trains 32-bit weights: unchanged."""
+    adapter records it, so that 03 loads the base as it was trained (an adapter made elsewhere, read with 02's
+    "auto", is decided there the same way). The CPU path trains 32-bit weights: unchanged."""
     if device != "cuda":
         return settings
     from .distributed import say
-    check_load_in_4bit(settings.load_in_4bit)
-    weight_bytes = weight_bytes_16bit(model_path) if settings.load_in_4bit == "auto" else None
-    four, why = choose_load_in_4bit(settings.load_in_4bit, weight_bytes=weight_bytes, free=free_gpu_memory())
+    four, why = decide_load_in_4bit(settings.load_in_4bit, model_path)
     say(f"Base weights: {'4-bit (QLoRA)' if four else '16-bit (LoRA)'}, {why}")
     return settings.replace(load_in_4bit="true" if four else "false")
-
-
-def trained_in_4bit(trained, model_path: str | Path) -> bool:
-    """Whether to load an adapter's base in 4 bits on the GPU: as its training recorded; "auto" (an adapter made
-    elsewhere, read with 02's defaults) decided here as 02 would."""
-    if trained.load_in_4bit != "auto":
-        return uses_4bit(trained.load_in_4bit)
-    return choose_load_in_4bit("auto", weight_bytes=weight_bytes_16bit(model_path), free=free_gpu_memory())[0]
 
 
 def check_mode(mode: str) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .adapter import adapter_settings, attach_adapter
 from .errors import PromptsFileError
-from .gpu_memory import trained_in_4bit
+from .gpu_memory import decide_load_in_4bit
 from .models import resolve_model_path
 from .prompts import format_prompt
 from .settings import AnswerSettings, Generation
@@ -32,7 +32,7 @@ def load_model_with_adapter(adapter_dir, *, model_name: str | None = None, devic
         from unsloth import FastLanguageModel
         base, _ = FastLanguageModel.from_pretrained(model_name=base_path, dtype=None,
                                                     max_seq_length=trained.max_seq_length,
-                                                    load_in_4bit=trained_in_4bit(trained, base_path))
+                                                    load_in_4bit=decide_load_in_4bit(trained.load_in_4bit, base_path)[0])
         model = attach_adapter(base, adapter_dir, base_name)
         FastLanguageModel.for_inference(model)
         return model, tokenizer, trained

@@ -5,7 +5,8 @@ import pytest
 from common.errors import SettingsError
 from common.gpu_memory import (FREE_MEMORY_SHARE, SIXTEEN_BIT_SHARE, activation_bytes, check_load_in_4bit,
                                choose_gradient_checkpointing, choose_load_in_4bit, loaded_checkpointing,
-                               train_or_fall_back, trained_in_4bit, uses_4bit, weight_bytes_16bit, with_load_in_4bit)
+                               train_or_fall_back, decide_load_in_4bit, uses_4bit, weight_bytes_16bit,
+                               with_load_in_4bit)
 
 GIB = 2**30
 SMOLLM2_1_7B = dict(layers=24, hidden=2048, intermediate=8192)
@@ -24,6 +25,8 @@ def test_auto_loads_a_16bit_base_only_where_it_takes_a_quarter_of_free_memory_at
     assert choose_load_in_4bit("false", weight_bytes=eight_b, free=10 * GIB) == (False, "as set (LOAD_IN_4BIT)")
     assert choose_load_in_4bit("true", weight_bytes=1, free=137 * GIB)[0] is True
     assert uses_4bit(True) and not uses_4bit(False)  # as adapters of older versions recorded it
+    with pytest.raises(SettingsError, match="decided before the model loads"):
+        uses_4bit("auto")
     with pytest.raises(SettingsError, match="LOAD_IN_4BIT must be one of auto, true, false"):
         check_load_in_4bit("yes")
 
@@ -40,8 +43,8 @@ def test_the_16bit_size_comes_from_the_safetensors_headers(tmp_path):
     assert weight_bytes_16bit("someone/not-downloaded-here") is None  # offline: not known
     s = TrainSettings.defaults()
     assert s.load_in_4bit == "auto" and with_load_in_4bit(s, embedded, "cpu") is s  # the CPU trains 32-bit weights
-    assert trained_in_4bit(s.replace(load_in_4bit="true"), embedded) is True
-    assert trained_in_4bit(s.replace(load_in_4bit=False), embedded) is False
+    assert decide_load_in_4bit("true", embedded)[0] is True  # as an adapter recorded it
+    assert decide_load_in_4bit(False, embedded)[0] is False
 
 
 def test_activation_estimate_matches_the_h200_measurements():
