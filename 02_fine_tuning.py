@@ -7,7 +7,7 @@ adapter as INIT_ADAPTER of an sft run makes cpt-then-sft.
 """
 import sys
 
-from common.adapter import save_adapter, with_init_adapter
+from common.adapter import check_adapter_scale, save_adapter, scale_adapter, with_init_adapter
 from common.checkpoints import check_output_space
 from common.config import hf_token, parse_settings, set_environment_defaults
 from common.cpt import check_packed, check_training_mode, packed_text_splits
@@ -38,12 +38,12 @@ MAX_SEQ_LENGTH = 1024  # longest tokenized row; longer rows are cut, counted and
 LOAD_IN_4BIT = "auto"  # GPU: auto (a 16-bit base where it takes <= 1/4 of free memory, else QLoRA), true, false
 OFFLOAD_EMBEDDING = False  # GPU: keep the input embedding in CPU memory (Llama-3.1-8B: 1 GiB less GPU memory)
 GRADIENT_CHECKPOINTING = "auto"  # GPU: auto (off where the batches fit in free memory), unsloth (lean), true, false
-LORA_R = 16  # LoRA rank
-LORA_ALPHA = 32  # LoRA scaling (alpha / r)
+LORA_R = 32  # LoRA rank
+LORA_ALPHA = 64  # LoRA scaling (alpha / r)
 LORA_DROPOUT = 0.0  # dropout on the LoRA layers
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # layers with LoRA
 USE_RSLORA = False  # rank-stabilised LoRA scaling
-LEARNING_RATE = 1e-3  # peak learning rate
+LEARNING_RATE = 2e-3  # peak learning rate (chosen on the embedded 135M model; 1B+ models: 2e-4)
 EMBEDDING_LEARNING_RATE = None  # for embed_tokens / lm_head when in TARGET_MODULES (None: LEARNING_RATE / 10)
 WEIGHT_DECAY = 0.0  # AdamW weight decay on the LoRA weights
 LR_SCHEDULER_TYPE = "linear"  # learning-rate schedule after the warm-up (transformers' names: linear, cosine...)
@@ -51,12 +51,13 @@ WARMUP_STEPS = 3  # linear warm-up steps
 BATCH_SIZE = 4  # rows per device per step, on average: an epoch has ceil(rows / BATCH_SIZE) steps
 BATCH_TOKENS = -1  # -1: those steps, rows of similar length, about equal tokens; > 0: up to this many; 0: rows
 GRADIENT_ACCUMULATION_STEPS = 1  # batches per optimizer step
-NUM_EPOCHS = 3.0  # passes over the train split (ignored when MAX_STEPS > 0)
+NUM_EPOCHS = 2.0  # passes over the train split (ignored when MAX_STEPS > 0)
 MAX_STEPS = -1  # stop after this many optimizer steps (-1: use NUM_EPOCHS)
 LOGGING_STEPS = 1  # log the training loss every N steps
 EVAL_STEPS = 10  # loss on the test split every N steps (0: only at the end)
 SAVE_STEPS = 10  # write a checkpoint every N steps (0: none, so no resume)
 SAVE_TOTAL_LIMIT = 2  # checkpoints kept: the latest ones, plus the best by eval loss
+ADAPTER_SCALE = 0.8  # share of the trained LoRA update kept in the adapter (1: as trained; less forgets less)
 KEEP_BEST_EPOCH = True  # keep the epoch that learned most about the papers net of what it forgot, not just the last
 EVALUATE = True  # after training: base vs tuned on held-out loss, closed-book questions and general prompts
 REPORT_TO = "none"  # experiment tracking: none, tensorboard, wandb, trackio, or a comma list (TRL's report_to)
@@ -76,6 +77,7 @@ def main():
         check_push_settings(s.hub_model_id, hf_token())  # fail now, not after training
     check_training_mode(s.training_mode)
     check_load_in_4bit(s.load_in_4bit)
+    check_adapter_scale(s.adapter_scale)
     check_tracking(s.report_to)  # a missing package or login: now, not after the data is ready
     dataset = load_dataset_dir(s.dataset_dir)
     model_path = resolve_model_path(s.model_name)
@@ -106,6 +108,7 @@ def main():
                           on_epoch_end=choice.measure if choice else None)
     if choice:
         say(choice.keep_best(model))
+    say(scale_adapter(model, s.adapter_scale))
     adapter_dir = save_adapter(model, tokenizer, s, history)
     summary = run_summary(train, test, history, device=device, s=s, processes=world_size())
     report = write_training_report(s, summary, history)

@@ -44,8 +44,18 @@ def parse_run(text: str) -> tuple[str, str, dict]:
     return name, dataset, overrides
 
 
-def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str) -> dict:
-    """Train one adapter the CPU recipe's way on `device` and return its knowledge check."""
+def scale_lora(model, factor: float) -> None:
+    """Scale every LoRA update to `factor` x its trained size (1: as trained; 0: the base model)."""
+    for module in model.modules():
+        if hasattr(module, "scaling") and isinstance(module.scaling, dict):
+            if not hasattr(module, "_trained_scaling"):
+                module._trained_scaling = dict(module.scaling)
+            module.scaling = {k: v * factor for k, v in module._trained_scaling.items()}
+
+
+def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales=None) -> list[dict]:
+    """Train one adapter the CPU recipe's way on `device` and return its knowledge check, one per LoRA scale
+    (`scales` of the trained update; None: the settings' ADAPTER_SCALE, as 02 saves it)."""
     import torch
     from peft import get_peft_model
     drop = overrides.pop("drop", [])
@@ -65,22 +75,28 @@ def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str) -> dic
     history = train_cpu(model, train.rows, tokenizer.pad_token_id, s)
     train_s = time.time() - start
     plain = [q for q in read_jsonl(Path(dataset_dir) / PLAIN_QUESTIONS_FILE) if q.get("trained", True)]
-    results = evaluate_knowledge(model, tokenizer, test_rows=test.rows, questions=read_questions(dataset_dir),
-                                 plain_questions=plain, prompt_format=s.prompt_format)
-    base, tuned, kept = results["base"], results["tuned"], results["forgetting"]
     steps = [h for h in history if "loss" in h]
-    return {"name": name, "dataset": dataset_dir, "overrides": overrides | ({"drop": drop} if drop else {}),
-            "rows": len(train.rows), "tokens": sum(len(r["input_ids"]) for r in train.rows), "steps": len(steps),
-            "train_s": round(train_s, 1), "final_loss": steps[-1]["loss"] if steps else None,
-            "question_recall": [base["question_recall"], tuned["question_recall"]],
-            "cloze_recall": [base["closed_book"], tuned["closed_book"]],
-            "kept": [kept["kept"], kept["known_by_base"]],
-            "own_answer_loss": [kept["own_answer_loss_base"], kept["own_answer_loss_tuned"]],
-            "perplexity": [base["test_perplexity"], tuned["test_perplexity"]],
-            "plain": [{"q": q["question"], "tuned": a, "base": b} for q, a, b in
-                      zip(plain, tuned["plain_answers"], base["plain_answers"])],
-            "everyday": [{"q": q, "tuned": t, "base": b} for q, t, b in
-                         zip(kept["questions"], tuned["everyday"], base["everyday"])]}
+    out = []
+    for scale in scales or [s.adapter_scale]:
+        scale_lora(model, scale)
+        results = evaluate_knowledge(model, tokenizer, test_rows=test.rows, questions=read_questions(dataset_dir),
+                                     plain_questions=plain, prompt_format=s.prompt_format)
+        base, tuned, kept = results["base"], results["tuned"], results["forgetting"]
+        out.append({"name": name if scale == 1.0 else f"{name}@{scale}", "dataset": dataset_dir,
+                    "overrides": overrides | ({"drop": drop} if drop else {}) | ({"scale": scale} if scale != 1.0 else {}),
+                    "rows": len(train.rows), "tokens": sum(len(r["input_ids"]) for r in train.rows),
+                    "steps": len(steps), "train_s": round(train_s, 1),
+                    "final_loss": steps[-1]["loss"] if steps else None,
+                    "question_recall": [base["question_recall"], tuned["question_recall"]],
+                    "cloze_recall": [base["closed_book"], tuned["closed_book"]],
+                    "kept": [kept["kept"], kept["known_by_base"]],
+                    "own_answer_loss": [kept["own_answer_loss_base"], kept["own_answer_loss_tuned"]],
+                    "perplexity": [base["test_perplexity"], tuned["test_perplexity"]],
+                    "plain": [{"q": q["question"], "tuned": a, "base": b} for q, a, b in
+                              zip(plain, tuned["plain_answers"], base["plain_answers"])],
+                    "everyday": [{"q": q, "tuned": t, "base": b} for q, t, b in
+                                 zip(kept["questions"], tuned["everyday"], base["everyday"])]})
+    return out
 
 
 def table(rows: list[dict]) -> str:
@@ -101,6 +117,8 @@ def main():
     parser.add_argument("--run", action="append", required=True, help="NAME:DATASET_DIR[:field=value,...]")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--scales", default="", help="shares of the trained LoRA update to check each adapter at, e.g. "
+                        "1,0.8,0.6 (default: ADAPTER_SCALE)")
     parser.add_argument("--budget-s", type=float, default=1e9, help="start no new run after this many seconds")
     args = parser.parse_args()
     out, start, rows = Path(args.out), time.time(), []
@@ -110,8 +128,10 @@ def main():
             print(f"budget spent: skipped {spec}", flush=True)
             continue
         name, dataset, overrides = parse_run(spec)
-        rows.append(run_one(name, dataset, overrides, device=args.device))
-        print(table(rows[-1:]).splitlines()[-1], flush=True)
+        new = run_one(name, dataset, overrides, device=args.device,
+                      scales=[float(x) for x in args.scales.split(",")] if args.scales else None)
+        rows += new
+        print("\n".join(table(new).splitlines()[2:]), flush=True)
         (out / "sweep.md").write_text(table(rows))
         (out / "sweep.json").write_text(json.dumps(rows, indent=1))
     print(table(rows))

@@ -4,10 +4,29 @@ import json
 from pathlib import Path
 
 from .distributed import main_process_only, say
-from .errors import ModelError
+from .errors import ModelError, SettingsError
 from .settings import TrainSettings
 
 ADAPTER_CONFIG = "adapter_config.json"  # written by PEFT
+
+
+def check_adapter_scale(scale: float) -> None:
+    if not 0 < scale <= 1:
+        raise SettingsError(f"ADAPTER_SCALE must be above 0 and at most 1 (1: the update as trained), not {scale}.")
+
+
+def scale_adapter(model, scale: float) -> str:
+    """Keep `scale` of the trained LoRA update (each lora_B times `scale`): a point between the base model and the
+    tune (WiSE-FT's interpolation of weights), which forgets less of what the base knew for about the same recall
+    of the papers (bench/README.md). Says what was done."""
+    if scale == 1:
+        return "The adapter keeps the LoRA update as trained (ADAPTER_SCALE 1)."
+    import torch
+    layers = [linear for module in model.modules() if hasattr(module, "lora_B") for linear in module.lora_B.values()]
+    with torch.no_grad():
+        for linear in layers:
+            linear.weight.mul_(scale)
+    return f"The adapter keeps {scale:g} of the trained LoRA update ({len(layers)} layers; ADAPTER_SCALE)."
 
 
 @main_process_only

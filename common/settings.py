@@ -100,6 +100,7 @@ class TrainSettings(StepSettings):
     eval_steps: int
     save_steps: int
     save_total_limit: int
+    adapter_scale: float
     keep_best_epoch: bool
     evaluate: bool
     report_to: str

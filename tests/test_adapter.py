@@ -3,9 +3,9 @@ import pytest
 import torch
 from peft import get_peft_model
 
-from common.adapter import save_adapter, with_init_adapter
+from common.adapter import check_adapter_scale, save_adapter, scale_adapter, with_init_adapter
 from common.cpt import pack_texts
-from common.errors import ModelError
+from common.errors import ModelError, SettingsError
 from common.models import load_causal_lm
 from common.settings import TrainSettings
 from common.tokenizing import tokenize_rows
@@ -56,3 +56,30 @@ def test_an_init_adapter_of_another_model_or_none_is_refused(embedded_path, tmp_
     assert handed.target_modules == ["q_proj", "embed_tokens"] and handed.lora_r == 8
     unchanged = TrainSettings.defaults()
     assert with_init_adapter(unchanged, str(embedded_path)) is unchanged  # no INIT_ADAPTER: fresh LoRA
+
+
+def test_adapter_scale_keeps_that_share_of_the_update(embedded_path, tokenizer):
+    s = TrainSettings.defaults(lora_r=4, lora_alpha=8, batch_tokens=0, max_steps=2, warmup_steps=0)
+    model = get_peft_model(load_causal_lm(str(embedded_path)), lora_config(s))
+    train_cpu(model, tokenize_rows([RECORD], tokenizer, "chat", 128).rows, tokenizer.pad_token_id, s)
+    ids = torch.tensor([tokenize_rows([RECORD], tokenizer, "chat", 128).rows[0]["input_ids"]])
+    model.eval()
+    with torch.no_grad(), model.disable_adapter():
+        base = model(input_ids=ids).logits
+    with torch.no_grad():
+        tuned = model(input_ids=ids).logits
+    trained = _lora_weights(model)
+    assert "as trained" in scale_adapter(model, 1.0) and all(torch.equal(v, trained[k]) for k, v in
+                                                                 _lora_weights(model).items())
+    assert "keeps 0.5 of the trained LoRA update" in scale_adapter(model, 0.5)
+    scaled = _lora_weights(model)
+    assert all(torch.allclose(scaled[k], trained[k] * (0.5 if "lora_B" in k else 1.0)) for k in trained)
+    with torch.no_grad():
+        half = model(input_ids=ids).logits
+    assert 0 < (half - base).abs().mean() < (tuned - base).abs().mean()  # between the base and the tune
+
+
+@pytest.mark.parametrize("scale", [0, -0.5, 1.5])
+def test_adapter_scale_outside_0_to_1_is_refused(scale):
+    with pytest.raises(SettingsError, match="ADAPTER_SCALE must be above 0 and at most 1"):
+        check_adapter_scale(scale)

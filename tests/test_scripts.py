@@ -40,7 +40,7 @@ def test_the_demo_learns_the_paper(tmp_path):
     report = (tmp_path / "run" / "eval.md").read_text()
     assert "| question recall" in report and "| cloze recall" in report and "| everyday questions" in report
     assert "Kept " in out and "## Learning and forgetting by epoch" in report  # the epoch kept, and why
-    assert len(results["epochs"]) == 3 and (tmp_path / "run" / "eval_epochs.png").exists()
+    assert len(results["epochs"]) == 2 and (tmp_path / "run" / "eval_epochs.png").exists()
     out = run("03_using_the_model.py", "--adapter-dir", str(adapter), "--max-new-tokens", "8",
               "--prompt", "What is the Velmora tidal-lichen?")
     assert "Answer:" in out
