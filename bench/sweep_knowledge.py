@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common.adapter import scale_adapter  # noqa: E402
 from common.dataset import load_dataset_dir  # noqa: E402
 from common.evaluation import evaluate_knowledge  # noqa: E402
 from common.knowledge import PLAIN_QUESTIONS_FILE, read_jsonl, read_questions  # noqa: E402
@@ -44,15 +45,6 @@ def parse_run(text: str) -> tuple[str, str, dict]:
     return name, dataset, overrides
 
 
-def scale_lora(model, factor: float) -> None:
-    """Scale every LoRA update to `factor` x its trained size (1: as trained; 0: the base model)."""
-    for module in model.modules():
-        if hasattr(module, "scaling") and isinstance(module.scaling, dict):
-            if not hasattr(module, "_trained_scaling"):
-                module._trained_scaling = dict(module.scaling)
-            module.scaling = {k: v * factor for k, v in module._trained_scaling.items()}
-
-
 def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales=None) -> list[dict]:
     """Train one adapter the CPU recipe's way on `device` and return its knowledge check, one per LoRA scale
     (`scales` of the trained update; None: the settings' ADAPTER_SCALE, as 02 saves it)."""
@@ -76,14 +68,16 @@ def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales
     train_s = time.time() - start
     plain = [q for q in read_jsonl(Path(dataset_dir) / PLAIN_QUESTIONS_FILE) if q.get("trained", True)]
     steps = [h for h in history if "loss" in h]
-    out = []
+    out, kept_share = [], 1.0
     for scale in scales or [s.adapter_scale]:
-        scale_lora(model, scale)
+        scale_adapter(model, scale / kept_share)  # 02's own scaling, taken from the share kept so far
+        kept_share = scale
         results = evaluate_knowledge(model, tokenizer, test_rows=test.rows, questions=read_questions(dataset_dir),
                                      plain_questions=plain, prompt_format=s.prompt_format)
         base, tuned, kept = results["base"], results["tuned"], results["forgetting"]
         out.append({"name": name if scale == 1.0 else f"{name}@{scale}", "dataset": dataset_dir,
-                    "overrides": overrides | ({"drop": drop} if drop else {}) | ({"scale": scale} if scale != 1.0 else {}),
+                    "overrides": (overrides | ({"drop": drop} if drop else {})
+                                  | ({"scale": scale} if scale != 1.0 else {})),
                     "rows": len(train.rows), "tokens": sum(len(r["input_ids"]) for r in train.rows),
                     "steps": len(steps), "train_s": round(train_s, 1),
                     "final_loss": steps[-1]["loss"] if steps else None,
