@@ -5,8 +5,8 @@ from peft import get_peft_model
 from common.errors import FormattingError
 from common.models import load_causal_lm
 from common.settings import TrainSettings
-from common.tokenizing import IGNORE_INDEX, check_tokenized, tokenize_rows
-from common.training import lora_config, mean_loss, train_cpu
+from common.tokenizing import IGNORE_INDEX, check_tokenized, pad_batch, tokenize_rows
+from common.training import lora_config, mean_loss, train_cpu, trained_token_loss
 
 RECORDS = [{"instruction": "Who founded Kesterhaven Intertidal Station?", "input": "",
             "output": "Ilse Marrow founded it in 1987."},
@@ -58,6 +58,24 @@ def test_long_rows_are_counted_not_silently_cut(tokenizer, capsys):
     with pytest.raises(FormattingError):
         check_tokenized(data, tokenizer)  # the cut removed the EOS: training would not learn to stop
     assert "longer than MAX_SEQ_LENGTH" in capsys.readouterr().out
+
+
+def test_loss_at_trained_positions_only_equals_the_full_loss(embedded_path, tokenizer):
+    # rows of different prompt and answer lengths, so the batch's trained positions differ by row
+    records = RECORDS + [{"instruction": "Say yes.", "input": "", "output": "Yes, and at some length, as asked."}]
+    ids, mask, labels = pad_batch(tokenize_rows(records, tokenizer, "chat", 256).rows, tokenizer.pad_token_id)
+    settings = TrainSettings.defaults()
+    model = get_peft_model(load_causal_lm(str(embedded_path)), lora_config(settings))
+    lora = [p for n, p in model.named_parameters() if "lora_B" in n][0]
+    with torch.no_grad():
+        lora.normal_()  # a non-zero update, so gradients flow to every LoRA weight
+    full = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    full.backward()
+    full_grad, lora.grad = lora.grad.clone(), None
+    ours = trained_token_loss(model, ids, mask, labels)
+    ours.backward()
+    assert torch.allclose(ours, full, atol=1e-5), (ours.item(), full.item())
+    assert torch.allclose(lora.grad, full_grad, rtol=1e-3, atol=1e-6)
 
 
 def test_a_few_cpu_steps_lower_the_training_loss(embedded_path, tokenizer):
