@@ -72,6 +72,7 @@ def mean_loss(model, rows: list[dict], pad_id: int, batch_size: int = 8) -> floa
     """Mean per-token loss over the trained (non -100) labels of `rows`."""
     import torch
     total, count = 0.0, 0
+    rows = sorted(rows, key=lambda r: len(r["input_ids"]))  # batches of similar length: half the padding, time
     model.eval()
     with torch.no_grad():
         for start in range(0, len(rows), batch_size):
