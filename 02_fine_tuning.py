@@ -7,7 +7,8 @@ adapter as INIT_ADAPTER of an sft run makes cpt-then-sft.
 """
 import sys
 
-from common.adapter import check_adapter_scale, save_adapter, scale_adapter, with_init_adapter
+from common.adapter import (check_adapter_scale, restore_trained_update, save_adapter, scale_adapter,
+                            with_init_adapter)
 from common.checkpoints import check_output_space
 from common.config import hf_token, parse_settings, set_environment_defaults
 from common.cpt import check_packed, check_training_mode, packed_text_splits
@@ -103,6 +104,8 @@ def main():
     resume_from = resume_checkpoint(s.output_dir, s.resume)
     s = with_load_in_4bit(s, model_path, device)  # auto: a 16-bit base where the card has room for it
     model = load_model_for_training(model_path, s, device)
+    if s.init_adapter and (restored := restore_trained_update(model, s.init_adapter)):
+        say(restored)
     choice = epoch_choice(model, tokenizer, s, forgetting=held_out)  # None where KEEP_BEST_EPOCH is off
     history = train_model(model, tokenizer, train.rows, s, device=device, eval_rows=test.rows, resume_from=resume_from,
                           on_epoch_end=choice.measure if choice else None)

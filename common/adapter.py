@@ -5,7 +5,7 @@ from pathlib import Path
 
 from .distributed import main_process_only, say
 from .errors import ModelError, SettingsError
-from .settings import TrainSettings
+from .settings import SETTINGS_FILE, TrainSettings
 
 ADAPTER_CONFIG = "adapter_config.json"  # written by PEFT
 
@@ -27,6 +27,25 @@ def scale_adapter(model, scale: float) -> str:
         for linear in layers:
             linear.weight.mul_(scale)
     return f"The adapter keeps {scale:g} of the trained LoRA update ({len(layers)} layers; ADAPTER_SCALE)."
+
+
+def saved_adapter_scale(adapter_dir) -> float:
+    """The ADAPTER_SCALE an adapter of 02 was saved with; 1 for one saved before it existed or made elsewhere."""
+    path = Path(adapter_dir) / SETTINGS_FILE
+    saved = {k.lower(): v for k, v in json.loads(path.read_text()).items()} if path.exists() else {}
+    return float(saved.get("adapter_scale", 1.0))
+
+
+def restore_trained_update(model, adapter_dir) -> str | None:
+    """INIT_ADAPTER's LoRA update back to all of what was trained (each lora_B divided by the scale it was saved
+    with), so that training goes on from it and ADAPTER_SCALE applies once to the whole update, not twice to the
+    earlier run's part (cpt, then sft). Says what was done, or None where it was saved as trained."""
+    scale = saved_adapter_scale(adapter_dir)
+    if scale == 1:
+        return None
+    scale_adapter(model, 1 / scale)
+    return (f"INIT_ADAPTER {adapter_dir} kept {scale:g} of its trained update: training goes on from all of it "
+            f"(ADAPTER_SCALE applies once, at the end).")
 
 
 @main_process_only

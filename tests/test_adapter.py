@@ -3,7 +3,8 @@ import pytest
 import torch
 from peft import get_peft_model
 
-from common.adapter import check_adapter_scale, save_adapter, scale_adapter, with_init_adapter
+from common.adapter import (check_adapter_scale, restore_trained_update, save_adapter, scale_adapter,
+                            with_init_adapter)
 from common.cpt import pack_texts
 from common.errors import ModelError, SettingsError
 from common.models import load_causal_lm
@@ -77,6 +78,23 @@ def test_adapter_scale_keeps_that_share_of_the_update(embedded_path, tokenizer):
     with torch.no_grad():
         half = model(input_ids=ids).logits
     assert 0 < (half - base).abs().mean() < (tuned - base).abs().mean()  # between the base and the tune
+
+
+def test_an_init_adapter_goes_on_from_its_whole_update_so_the_scale_applies_once(embedded_path, tokenizer, tmp_path):
+    cpt = TrainSettings.defaults(output_dir=str(tmp_path / "cpt"), lora_r=4, lora_alpha=8, batch_tokens=0,
+                                 max_steps=1, warmup_steps=0, adapter_scale=0.8)
+    model = get_peft_model(load_causal_lm(str(embedded_path)), lora_config(cpt))
+    history = train_cpu(model, tokenize_rows([RECORD], tokenizer, "chat", 128).rows, tokenizer.pad_token_id, cpt)
+    trained = _lora_weights(model)
+    scale_adapter(model, cpt.adapter_scale)  # as 02 saves it
+    adapter_dir = save_adapter(model, tokenizer, cpt, history)
+    sft = with_init_adapter(TrainSettings.defaults(init_adapter=str(adapter_dir)), str(embedded_path))
+    model = load_model_for_training(str(embedded_path), sft, "cpu")
+    assert "kept 0.8 of its trained update" in restore_trained_update(model, adapter_dir)
+    restored = _lora_weights(model)
+    assert all(torch.allclose(restored[k], trained[k], rtol=1e-5, atol=1e-8) for k in trained)
+    as_trained = TrainSettings.defaults(output_dir=str(tmp_path / "1"), lora_r=4, lora_alpha=8, adapter_scale=1.0)
+    assert restore_trained_update(model, save_adapter(model, tokenizer, as_trained, history)) is None
 
 
 @pytest.mark.parametrize("scale", [0, -0.5, 1.5])
