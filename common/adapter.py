@@ -1,6 +1,7 @@
 """The adapter folder that 02 writes and 03 reads: PEFT weights, the tokenizer, and the TrainSettings it was
 trained with (training_config.json), loadable by plain `PeftModel.from_pretrained` too."""
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 from .distributed import main_process_only, say
@@ -27,6 +28,24 @@ def scale_adapter(model, scale: float) -> str:
         for linear in layers:
             linear.weight.mul_(scale)
     return f"The adapter keeps {scale:g} of the trained LoRA update ({len(layers)} layers; ADAPTER_SCALE)."
+
+
+@contextmanager
+def update_scaled(model, scale: float):
+    """The model with `scale` of its LoRA update for the duration (as ADAPTER_SCALE will save it), then exactly as
+    it was: what the epoch choice measures is what 02 saves."""
+    import torch
+    layers = [linear for module in model.modules() if hasattr(module, "lora_B") for linear in module.lora_B.values()]
+    kept = [linear.weight.detach().clone() for linear in layers] if scale != 1 else []
+    with torch.no_grad():
+        for linear in layers if scale != 1 else []:
+            linear.weight.mul_(scale)
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for linear, weight in zip(layers, kept):
+                linear.weight.copy_(weight)
 
 
 def saved_adapter_scale(adapter_dir) -> float:

@@ -153,8 +153,9 @@ def _epoch_lines(output_dir, epochs: list[dict]) -> list[str]:
     kept = max(epochs, key=lambda e: e["epoch_score"])["epoch"]
     return ["", "## Learning and forgetting by epoch", "", "![by epoch](eval_epochs.png)", "",
             "Loss on fact sentences asked by validation questions (not the questions above) and on the base model's "
-            "own answers to everyday instructions held out of training; the adapter kept is the epoch with the "
-            "largest fall in the first less the rise in the second.", "",
+            "own answers to everyday instructions held out of training, each epoch with the share of its update "
+            "that ADAPTER_SCALE saves; the adapter kept is the epoch with the largest fall in the first less the "
+            "rise in the second.", "",
             "| epoch | learning loss | forgetting loss | score | kept |", "|---|---|---|---|---|",
             *[f"| {e['epoch']} | {e['learning_loss']:.3f} | {e['forgetting_loss']:.3f} | {e['epoch_score']:+.3f} | "
               f"{'yes' if e['epoch'] == kept else ''} |" for e in epochs]]

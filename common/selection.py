@@ -7,10 +7,12 @@ Before training and at each epoch's end, two losses of the model, in nats per to
 - forgetting: its loss on the base model's own answers to everyday instructions held out of self-replay.
 The epoch kept is the one whose drop in the first, less its rise in the second, is largest: what was learned about
 the papers, net of what was lost elsewhere. Only the best epoch's trainable weights are held (in memory; for LoRA,
-megabytes). A resumed run chooses among the epochs it trained itself and the last.
+megabytes). Each epoch is measured with the share of its LoRA update that ADAPTER_SCALE will save. A resumed run
+chooses among the epochs it trained itself and the last.
 """
 from pathlib import Path
 
+from .adapter import update_scaled
 from .knowledge import VALIDATION_QUESTIONS_FILE, read_jsonl
 from .settings import TrainSettings
 from .tokenizing import tokenize_rows
@@ -21,13 +23,14 @@ class EpochChoice:
     """Measures a model at the start and after each epoch (`measure`), keeps the best epoch's weights, and puts
     them back at the end (`keep_best`)."""
 
-    def __init__(self, *, learning_rows: list[dict], forgetting_rows: list[dict], pad_id: int):
-        self.learning_rows, self.forgetting_rows, self.pad_id = learning_rows, forgetting_rows, pad_id
+    def __init__(self, *, learning_rows: list[dict], forgetting_rows: list[dict], pad_id: int, scale: float = 1.0):
+        self.learning_rows, self.forgetting_rows, self.pad_id, self.scale = learning_rows, forgetting_rows, pad_id, scale
         self.start, self.epochs, self.best, self.weights = None, [], None, None
 
     def losses(self, model) -> tuple[float, float]:
-        return (mean_loss(model, self.learning_rows, self.pad_id),
-                mean_loss(model, self.forgetting_rows, self.pad_id))
+        with update_scaled(model, self.scale):
+            return (mean_loss(model, self.learning_rows, self.pad_id),
+                    mean_loss(model, self.forgetting_rows, self.pad_id))
 
     def measure(self, epoch: int, model) -> dict:
         """The epoch's two losses and score (its entry in the training history); epoch 0 is the untrained start."""
@@ -74,6 +77,6 @@ def epoch_choice(model, tokenizer, s: TrainSettings, *, forgetting: list[dict]) 
     def rows(records):
         return tokenize_rows(records, tokenizer, s.prompt_format, s.max_seq_length).rows
     choice = EpochChoice(learning_rows=rows(learning_rows(questions)), forgetting_rows=rows(forgetting),
-                         pad_id=tokenizer.pad_token_id)
+                         pad_id=tokenizer.pad_token_id, scale=s.adapter_scale)
     choice.measure(0, model)
     return choice

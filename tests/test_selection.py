@@ -56,3 +56,21 @@ def test_the_last_epoch_is_kept_when_it_is_the_best(embedded_path, tokenizer):
     before = _trained(model)
     assert choice.keep_best(model).startswith("Kept the last epoch (1)")
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_epochs_are_measured_at_the_share_of_the_update_that_is_saved(embedded_path, tokenizer):
+    from common.adapter import scale_adapter
+    rows = tokenize_rows([{"instruction": "Q?", "input": "", "output": "An answer."}], tokenizer, "chat", 64).rows
+    model = _model(embedded_path)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.02)  # a trained-looking update
+    before = _trained(model)
+    scaled = EpochChoice(learning_rows=rows, forgetting_rows=rows, pad_id=tokenizer.pad_token_id, scale=0.5)
+    as_trained = EpochChoice(learning_rows=rows, forgetting_rows=rows, pad_id=tokenizer.pad_token_id)
+    at_half, whole = scaled.losses(model), as_trained.losses(model)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters() if p.requires_grad)  # put back exactly
+    assert at_half != whole
+    scale_adapter(model, 0.5)  # the adapter as 02 saves it
+    assert abs(as_trained.losses(model)[0] - at_half[0]) < 1e-5
