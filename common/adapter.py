@@ -16,6 +16,11 @@ def check_adapter_scale(scale: float) -> None:
         raise SettingsError(f"ADAPTER_SCALE must be above 0 and at most 1 (1: the update as trained), not {scale}.")
 
 
+def lora_b_layers(model) -> list:
+    """The lora_B linears of every LoRA layer: scaling their weights scales the whole LoRA update."""
+    return [linear for module in model.modules() if hasattr(module, "lora_B") for linear in module.lora_B.values()]
+
+
 def scale_adapter(model, scale: float) -> str:
     """Keep `scale` of the trained LoRA update (each lora_B times `scale`): a point between the base model and the
     tune (WiSE-FT's interpolation of weights), which forgets less of what the base knew for about the same recall
@@ -23,7 +28,7 @@ def scale_adapter(model, scale: float) -> str:
     if scale == 1:
         return "The adapter keeps the LoRA update as trained (ADAPTER_SCALE 1)."
     import torch
-    layers = [linear for module in model.modules() if hasattr(module, "lora_B") for linear in module.lora_B.values()]
+    layers = lora_b_layers(model)
     with torch.no_grad():
         for linear in layers:
             linear.weight.mul_(scale)
@@ -35,11 +40,9 @@ def update_scaled(model, scale: float):
     """The model with `scale` of its LoRA update for the duration (as ADAPTER_SCALE will save it), then exactly as
     it was: what the epoch choice measures is what 02 saves."""
     import torch
-    layers = [linear for module in model.modules() if hasattr(module, "lora_B") for linear in module.lora_B.values()]
-    kept = [linear.weight.detach().clone() for linear in layers] if scale != 1 else []
-    with torch.no_grad():
-        for linear in layers if scale != 1 else []:
-            linear.weight.mul_(scale)
+    layers = lora_b_layers(model) if scale != 1 else []
+    kept = [linear.weight.detach().clone() for linear in layers]
+    scale_adapter(model, scale)
     try:
         yield model
     finally:
