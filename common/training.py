@@ -73,13 +73,14 @@ def mean_loss(model, rows: list[dict], pad_id: int, batch_size: int = 8) -> floa
     import torch
     total, count = 0.0, 0
     rows = sorted(rows, key=lambda r: len(r["input_ids"]))  # batches of similar length: half the padding, time
+    was_training = model.training
     model.eval()
     with torch.no_grad():
         for start in range(0, len(rows), batch_size):
             ids, mask, labels = (t.to(model.device) for t in pad_batch(rows[start:start + batch_size], pad_id))
             total += trained_token_loss(model, ids, mask, labels, reduction="sum").item()
             count += (labels[:, 1:] != IGNORE_INDEX).sum().item()
-    model.train()
+    model.train(was_training)
     return total / max(1, count)
 
 

@@ -78,6 +78,17 @@ def test_loss_at_trained_positions_only_equals_the_full_loss(embedded_path, toke
     assert torch.allclose(lora.grad, full_grad, rtol=1e-3, atol=1e-6)
 
 
+def test_mean_loss_leaves_the_model_in_the_mode_it_found(embedded_path, tokenizer):
+    # generation after a loss in train mode would run LoRA dropout: the knowledge check measures a loss first
+    rows = tokenize_rows(RECORDS, tokenizer, "chat", 256).rows
+    model = get_peft_model(load_causal_lm(str(embedded_path)),
+                           lora_config(TrainSettings.defaults(lora_dropout=0.1)))
+    for training in (False, True):
+        model.train(training)
+        mean_loss(model, rows, tokenizer.pad_token_id)
+        assert model.training is training
+
+
 def test_a_few_cpu_steps_lower_the_training_loss(embedded_path, tokenizer):
     rows = tokenize_rows(RECORDS, tokenizer, "chat", 256).rows
     settings = TrainSettings.defaults(batch_size=2, max_steps=6, learning_rate=1e-3, warmup_steps=0, seed=0)
