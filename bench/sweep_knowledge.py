@@ -6,8 +6,11 @@ run of the embedded model takes seconds instead of minutes.
         --run "old:data/old" --run "new:data/dataset" --run "new-4ep:data/dataset:num_epochs=4,replay_fraction=0.4"
 
 Each --run is NAME:DATASET_DIR[:field=value,...] with TrainSettings fields (02's constants in lower case) as
-overrides, and `drop=kind+kind` to leave record kinds out. Writes sweep.md (a table) and sweep.json (the summaries
-and each run's answers).
+overrides, `drop=kind+kind` to leave record kinds out, and `lora_a=` to set and freeze each LoRA layer's input
+projection A before training (an experiment, not in 02): `paper` (the r input directions where the paper's rows
+carry the most energy against the self-replay rows': the top generalized eigenvectors of their second moments),
+`quiet` (the r directions where the self-replay rows carry the least), `random` (PEFT's own random A, frozen).
+Writes sweep.md (a table) and sweep.json (the summaries and each run's answers).
 """
 import argparse
 import json
@@ -37,6 +40,8 @@ def parse_run(text: str) -> tuple[str, str, dict]:
         key, value = pair.split("=")
         if key == "drop":
             overrides[key] = value.split("+")
+        elif key == "lora_a":
+            overrides[key] = value
         elif isinstance(defaults.get(key), list):
             overrides[key] = value.split("+")
         else:
@@ -45,12 +50,59 @@ def parse_run(text: str) -> tuple[str, str, dict]:
     return name, dataset, overrides
 
 
+def input_second_moments(model, rows, pad_id) -> dict:
+    """Each LoRA layer's E[x x^T] over the real tokens of `rows`, its input x taken with the adapter off."""
+    import torch
+    from common.tokenizing import pad_batch
+    layers = {name: m for name, m in model.named_modules() if hasattr(m, "lora_A")}
+    sums = {name: 0.0 for name in layers}
+    state = {}
+    def keep(name):
+        def hook(module, inputs):
+            x = inputs[0].detach()[state["mask"]].double()
+            sums[name] = sums[name] + x.T @ x
+        return hook
+    handles = [m.register_forward_pre_hook(keep(name)) for name, m in layers.items()]
+    tokens = 0
+    with torch.no_grad(), model.disable_adapter():
+        for start in range(0, len(rows), 16):
+            ids, mask, _ = (t.to(model.device) for t in pad_batch(rows[start:start + 16], pad_id))
+            state["mask"], tokens = mask.bool(), tokens + int(mask.sum())
+            model(input_ids=ids, attention_mask=mask)
+    for handle in handles:
+        handle.remove()
+    return {name: (layers[name], total / tokens) for name, total in sums.items()}
+
+
+def set_lora_a(model, how: str, *, paper_rows, general_rows, pad_id, ridge: float = 0.01) -> None:
+    """Each LoRA layer's A set by `how` (see the module's text), rows scaled as PEFT's own init, and frozen."""
+    import torch
+    general = input_second_moments(model, general_rows, pad_id)
+    paper = input_second_moments(model, paper_rows, pad_id) if how == "paper" else {}
+    for name, (layer, g) in general.items():
+        a = layer.lora_A["default"].weight
+        r, d = a.shape
+        if how == "paper":  # max a'Pa / a'(P+G)a: energy on the paper's rows, little on everyday ones
+            both = g + paper[name][1]
+            both = both + ridge * torch.trace(both) / d * torch.eye(d, dtype=both.dtype, device=both.device)
+            inverse = torch.linalg.inv(torch.linalg.cholesky(both))
+            vectors = (inverse.T @ torch.linalg.eigh(inverse @ paper[name][1] @ inverse.T)[1][:, -r:]).T
+        elif how == "quiet":
+            vectors = torch.linalg.eigh(g)[1][:, :r].T
+        else:
+            vectors = None
+        if vectors is not None:
+            a.data.copy_((vectors / vectors.norm(dim=1, keepdim=True) * 3 ** -0.5).to(a.dtype))
+        a.requires_grad_(False)
+
+
 def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales=None) -> list[dict]:
     """Train one adapter the CPU recipe's way on `device` and return its knowledge check, one per LoRA scale
     (`scales` of the trained update; None: the settings' ADAPTER_SCALE, as 02 saves it)."""
     import torch
     from peft import get_peft_model
     drop = overrides.pop("drop", [])
+    lora_a = overrides.pop("lora_a", None)
     s = TrainSettings.defaults(dataset_dir=dataset_dir, evaluate=False, save_steps=0, eval_steps=0, **overrides)
     model_path = resolve_model_path(s.model_name)
     tokenizer = load_tokenizer(model_path)
@@ -63,6 +115,10 @@ def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales
     test = tokenize_rows(dataset["test"], tokenizer, s.prompt_format, s.max_seq_length)
     torch.manual_seed(s.seed)
     model = get_peft_model(load_causal_lm(model_path, device=device), lora_config(s))
+    if lora_a:
+        set_lora_a(model, lora_a, pad_id=tokenizer.pad_token_id,
+                   paper_rows=tokenize_rows(records, tokenizer, s.prompt_format, s.max_seq_length).rows,
+                   general_rows=tokenize_rows(replay, tokenizer, s.prompt_format, s.max_seq_length).rows)
     start = time.time()
     history = train_cpu(model, train.rows, tokenizer.pad_token_id, s)
     train_s = time.time() - start
@@ -77,6 +133,7 @@ def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales
         base, tuned, kept = results["base"], results["tuned"], results["forgetting"]
         out.append({"name": name if scale == 1.0 else f"{name}@{scale}", "dataset": dataset_dir,
                     "overrides": (overrides | ({"drop": drop} if drop else {})
+                                  | ({"lora_a": lora_a} if lora_a else {})
                                   | ({"scale": scale} if scale != 1.0 else {})),
                     "rows": len(train.rows), "tokens": sum(len(r["input_ids"]) for r in train.rows),
                     "steps": len(steps), "train_s": round(train_s, 1),
