@@ -77,6 +77,11 @@ def input_second_moments(model, rows, pad_id) -> dict:
 def set_lora_a(model, how: str, *, paper_rows, general_rows, pad_id, ridge: float = 0.01) -> None:
     """Each LoRA layer's A set by `how` (see the module's text), rows scaled as PEFT's own init, and frozen."""
     import torch
+    if how == "random":  # PEFT's own init, only frozen: no moments needed
+        for module in model.modules():
+            if hasattr(module, "lora_A"):
+                module.lora_A["default"].weight.requires_grad_(False)
+        return
     general = input_second_moments(model, general_rows, pad_id)
     paper = input_second_moments(model, paper_rows, pad_id) if how == "paper" else {}
     for name, (layer, g) in general.items():
@@ -87,12 +92,9 @@ def set_lora_a(model, how: str, *, paper_rows, general_rows, pad_id, ridge: floa
             both = both + ridge * torch.trace(both) / d * torch.eye(d, dtype=both.dtype, device=both.device)
             inverse = torch.linalg.inv(torch.linalg.cholesky(both))
             vectors = (inverse.T @ torch.linalg.eigh(inverse @ paper[name][1] @ inverse.T)[1][:, -r:]).T
-        elif how == "quiet":
+        else:  # quiet
             vectors = torch.linalg.eigh(g)[1][:, :r].T
-        else:
-            vectors = None
-        if vectors is not None:
-            a.data.copy_((vectors / vectors.norm(dim=1, keepdim=True) * 3 ** -0.5).to(a.dtype))
+        a.data.copy_((vectors / vectors.norm(dim=1, keepdim=True) * 3 ** -0.5).to(a.dtype))
         a.requires_grad_(False)
 
 
