@@ -62,10 +62,13 @@ def finished(answer: str, tokenizer) -> bool:
 
 
 def mix_replay(records: list[dict], replay: list[dict], fraction: float) -> list[dict]:
-    """`records` plus replay rows making up `fraction` of the result (replay rows repeat where too few)."""
+    """`records` plus replay rows making up `fraction` of the result: an even spread over `replay` where fewer are
+    wanted (so every kind of prompt keeps its share), each row as often as the others where more are."""
     if fraction <= 0 or not replay:
         return list(records)
     wanted = round(len(records) * fraction / (1 - fraction))
+    if wanted < len(replay):
+        return list(records) + [replay[i * len(replay) // wanted] for i in range(wanted)]
     return list(records) + [replay[i % len(replay)] for i in range(wanted)]
 
 

@@ -84,12 +84,43 @@ def mean_loss(model, rows: list[dict], pad_id: int, batch_size: int = 8) -> floa
     return total / max(1, count)
 
 
-def cpu_supports_bf16() -> bool:
-    """True where the CPU has AMX bf16 tiles, the only bf16 matrix units that make autocast train faster than fp32:
-    with AVX-512 bf16 alone (2 cores, the embedded model) bf16 autocast ran at 0.69x fp32's tokens/s."""
+AUTOCAST_MIN_SPEEDUP = 1.2  # bf16 autocast only where clearly faster: a close call could flip from run to run
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_autocast_speedup() -> float:
+    """How many times faster this CPU runs a forward and backward of one MLP block of the embedded model's shape
+    under bf16 autocast than in fp32. CPUs differ more than their features say: 1.7x a training step on 2 AMD EPYC
+    cores with AVX-512 bf16 (2026-12-04), 0.69x on 2 Xeon cores with AVX-512 bf16 and no AMX (2026-12-03). The best
+    of 5 timings of each, so that another busy process changes little; about a second."""
+    import time
     import torch
-    capabilities = getattr(torch.cpu, "get_capabilities", dict)()
-    return bool(capabilities.get("amx_bf16"))
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(384, 576, generator=generator)
+    up, down = (torch.randn(shape, generator=generator) * 0.02 for shape in ((1536, 576), (576, 1536)))
+
+    def step(autocast: bool):
+        inputs = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = torch.nn.functional.linear(torch.nn.functional.silu(torch.nn.functional.linear(inputs, up)), down)
+        out.float().sum().backward()
+
+    def best_time(autocast: bool) -> float:
+        step(autocast)
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(3):
+                step(autocast)
+            times.append(time.perf_counter() - start)
+        return min(times)
+    return best_time(False) / best_time(True)
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether the CPU loop trains under bf16 autocast (fp32 weights, bf16 matrix work): where it measures at least
+    AUTOCAST_MIN_SPEEDUP times faster than fp32 on this CPU."""
+    return cpu_autocast_speedup() >= AUTOCAST_MIN_SPEEDUP
 
 
 def train_cpu(model, rows: list[dict], pad_id: int, s: TrainSettings, *, eval_rows: list[dict] | None = None,
@@ -104,8 +135,12 @@ def train_cpu(model, rows: list[dict], pad_id: int, s: TrainSettings, *, eval_ro
     torch.manual_seed(s.seed)
     torch.set_num_threads(os.cpu_count() or 1)
     device = model.device.type  # "cpu" here; the knowledge sweep (bench/) runs the same loop on "cuda"
-    if bf16 is None:
-        bf16 = cpu_supports_bf16() if device == "cpu" else torch.cuda.is_bf16_supported()
+    if bf16 is None and device == "cpu":
+        bf16 = cpu_supports_bf16()
+        say(f"CPU training {'under bf16 autocast' if bf16 else 'in fp32'}: bf16 autocast measured "
+            f"{cpu_autocast_speedup():.2f}x fp32's speed on this CPU.")
+    elif bf16 is None:
+        bf16 = torch.cuda.is_bf16_supported()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(optimizer_groups(model, s), lr=s.learning_rate, weight_decay=s.weight_decay)
     lengths = [len(r["input_ids"]) for r in rows]

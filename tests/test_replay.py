@@ -29,6 +29,9 @@ def test_replay_makes_up_the_asked_share_of_the_rows():
     mixed = mix_replay(records, replay, 0.1)
     assert len(mixed) == 100 and mixed[:90] == records and mixed[90:] == [replay[i % 4] for i in range(10)]
     assert mix_replay(records, replay, 0.0) == records
+    many = [{"instruction": f"r{i}", "kind": "quiz" if i < 50 else "task"} for i in range(100)]
+    spread = mix_replay(records, many, 0.1)[90:]  # 10 of 100: every tenth, not the first ten
+    assert len({r["instruction"] for r in spread}) == 10 and sum(r["kind"] == "quiz" for r in spread) == 5
 
 
 def test_held_out_answers_are_never_trained_on():
