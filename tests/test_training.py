@@ -100,7 +100,6 @@ def test_a_few_cpu_steps_lower_the_training_loss(embedded_path, tokenizer):
     assert len([h for h in history if "loss" in h]) == 6 and history[-2]["tokens"] > 0
 
 
-
 @pytest.mark.parametrize("speedup", [0.69, 1.9])  # as measured on 2 Xeon cores (AVX-512 bf16, no AMX), on 2 AMD EPYC
 def test_the_cpu_loop_autocasts_to_bf16_only_where_that_measured_faster(embedded_path, tokenizer, monkeypatch, capsys,
                                                                           speedup):
@@ -117,6 +116,7 @@ def test_the_cpu_loop_autocasts_to_bf16_only_where_that_measured_faster(embedded
     assert set(seen) == {torch.bfloat16 if autocast else torch.float32}  # the base's matrix work, as decided
     assert ("under bf16 autocast" if autocast else "in fp32") in capsys.readouterr().out
     assert 0 < history[0]["loss"] < 10 and {p.dtype for p in model.parameters()} == {torch.float32}
+
 
 def _train(embedded_path, rows, pad_id, settings, **kwargs):
     torch.manual_seed(0)
