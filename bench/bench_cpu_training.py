@@ -77,9 +77,8 @@ def main():
                                       save_steps=0)
     bf16 = cpu_supports_bf16()
     n_tokens = sum(len(r["input_ids"]) for r in rows)
-    print(f"CPU threads: {torch.get_num_threads()}, bf16 autocast: {bf16} ({cpu_autocast_speedup():.2f}x fp32 measured), "
-          f"batch: {len(rows)} rows, "
-          f"{n_tokens} real tokens, {args.steps} timed steps each")
+    print(f"CPU threads: {torch.get_num_threads()}, bf16 autocast: {bf16} (measured {cpu_autocast_speedup():.2f}x "
+          f"fp32), batch: {len(rows)} rows, {n_tokens} real tokens, {args.steps} timed steps each")
     results = {"plain loop, fp32": plain_loop(fresh_model(path, settings), rows, tokenizer.pad_token_id,
                                               steps=args.steps, bf16=False)}
     # both measured: train_cpu autocasts to bf16 where that measured faster (cpu_supports_bf16)
