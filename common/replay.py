@@ -62,17 +62,16 @@ def finished(answer: str, tokenizer) -> bool:
 
 
 def mix_replay(records: list[dict], replay: list[dict], fraction: float) -> list[dict]:
-    """`records` plus replay rows making up `fraction` of the result: an even spread over `replay` where fewer are
-    wanted (so every kind of prompt keeps its share), each row as often as the others where more are."""
+    """`records` plus replay rows making up `fraction` of the result: the first rows of `replay` (its order is
+    REPLAY_PROMPTS', every kind early on) where fewer are wanted, each row as often as the others where more are."""
     if fraction <= 0 or not replay:
         return list(records)
     wanted = round(len(records) * fraction / (1 - fraction))
-    if wanted < len(replay):
-        return list(records) + [replay[i * len(replay) // wanted] for i in range(wanted)]
     return list(records) + [replay[i % len(replay)] for i in range(wanted)]
 
 
-def hold_out(replay: list[dict], every: int = 6) -> tuple[list[dict], list[dict]]:
-    """(rows to train on, every `every`-th row kept out): the kept-out answers measure forgetting at each epoch."""
-    return ([r for i, r in enumerate(replay) if i % every != every - 1],
-            [r for i, r in enumerate(replay) if i % every == every - 1])
+def hold_out(replay: list[dict], share: float = 1 / 6) -> tuple[list[dict], list[dict]]:
+    """(rows to train on, the last `share` of them kept out): the kept-out answers measure forgetting at each epoch.
+    The last rows are the ones a run needs least (mix_replay takes the first)."""
+    cut = len(replay) - int(len(replay) * share)
+    return replay[:cut], replay[cut:]

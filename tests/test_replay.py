@@ -29,17 +29,21 @@ def test_replay_makes_up_the_asked_share_of_the_rows():
     mixed = mix_replay(records, replay, 0.1)
     assert len(mixed) == 100 and mixed[:90] == records and mixed[90:] == [replay[i % 4] for i in range(10)]
     assert mix_replay(records, replay, 0.0) == records
-    many = [{"instruction": f"r{i}", "kind": "quiz" if i < 50 else "task"} for i in range(100)]
-    spread = mix_replay(records, many, 0.1)[90:]  # 10 of 100: every tenth, not the first ten
-    assert len({r["instruction"] for r in spread}) == 10 and sum(r["kind"] == "quiz" for r in spread) == 5
+    in_order = [{"instruction": f"r{i}"} for i in range(100)]
+    assert mix_replay(records, in_order, 0.1)[90:] == in_order[:10]  # 10 of 100: the first ten, in REPLAY_PROMPTS' order
+
+
+def test_the_first_replay_prompts_hold_every_kind_and_the_last_are_quiz_questions():
+    from common.everyday import KINDS, MORE_QUIZ
+    assert REPLAY_PROMPTS[:len(KINDS)] == [kind[0] for kind in KINDS]  # a small paper's few rows: one of each kind
+    assert REPLAY_PROMPTS[-len(MORE_QUIZ):] == MORE_QUIZ and len(set(REPLAY_PROMPTS)) == len(REPLAY_PROMPTS)
 
 
 def test_held_out_answers_are_never_trained_on():
     from common.replay import hold_out
     rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(30)]
     kept, held = hold_out(rows)
-    assert len(held) == 5 and not {r["instruction"] for r in kept} & {r["instruction"] for r in held}
-    assert len(kept) + len(held) == 30
+    assert kept == rows[:25] and held == rows[25:]  # the last rows, those a run needs least
 
 
 def test_an_answer_cut_at_the_token_limit_is_not_replayed(tokenizer):
