@@ -281,8 +281,7 @@ MORE_QUIZ = [  # more quiz questions (arithmetic, capitals, science, language), 
 ]
 
 # In the order they are replayed (mix_replay takes the first rows a run wants): round-robin over the kinds, so a
-# small paper's few replay rows hold every kind, then MORE_QUIZ. On the H200 every finished answer of the kinds above
-# plus the first MORE_QUIZ rows kept 89% of the everyday answers, an even spread over all of them 80%
-# (bench/README.md, 2026-12-04).
+# small paper's few replay rows hold every kind, then MORE_QUIZ. Kept everyday answers against an even spread over all
+# of them: 89% vs 80% in the sweep harness (H200, 2026-12-04), 84% vs 81% through 02 (H100, 2026-12-05: bench/README).
 KINDS = (QUIZ, EXPLANATIONS, HOW_TOS, LISTS, REWRITING, ADVICE, DEFINITIONS, WORD_PROBLEMS, SMALL_TALK)
 REPLAY_PROMPTS = [prompt for row in zip_longest(*KINDS) for prompt in row if prompt] + MORE_QUIZ
