@@ -10,6 +10,8 @@ overrides, `drop=kind+kind` to leave record kinds out, and `lora_a=` to set and 
 projection A before training (an experiment, not in 02): `paper` (the r input directions where the paper's rows
 carry the most energy against the self-replay rows': the top generalized eigenvectors of their second moments),
 `quiet` (the r directions where the self-replay rows carry the least), `random` (PEFT's own random A, frozen).
+Two more experiments: `layers=4-29` puts LoRA on those layers only; `cooldown=N` trains N more steps on the
+self-replay rows alone after the run (at `cooldown_lr`, default a quarter of the learning rate).
 Writes sweep.md (a table) and sweep.json (the summaries and each run's answers).
 """
 import argparse
@@ -31,6 +33,9 @@ from common.tokenizing import tokenize_rows  # noqa: E402
 from common.training import lora_config, train_cpu  # noqa: E402
 
 
+EXPERIMENT_KEYS = ("drop", "lora_a", "layers", "cooldown", "cooldown_lr")  # the harness's own options, not 02's
+
+
 def parse_run(text: str) -> tuple[str, str, dict]:
     """NAME:DATASET[:k=v,...] -> (name, dataset, overrides), values typed by the settings' own defaults."""
     name, dataset, *rest = text.split(":")
@@ -40,8 +45,10 @@ def parse_run(text: str) -> tuple[str, str, dict]:
         key, value = pair.split("=")
         if key == "drop":
             overrides[key] = value.split("+")
-        elif key == "lora_a":
+        elif key in ("lora_a", "layers"):
             overrides[key] = value
+        elif key in ("cooldown", "cooldown_lr"):
+            overrides[key] = int(value) if key == "cooldown" else float(value)
         elif isinstance(defaults.get(key), list):
             overrides[key] = value.split("+")
         else:
@@ -103,8 +110,9 @@ def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales
     (`scales` of the trained update; None: the settings' ADAPTER_SCALE, as 02 saves it)."""
     import torch
     from peft import get_peft_model
-    drop = overrides.pop("drop", [])
-    lora_a = overrides.pop("lora_a", None)
+    experiment = {key: overrides.pop(key) for key in EXPERIMENT_KEYS if key in overrides}
+    drop, lora_a, layers = experiment.get("drop", []), experiment.get("lora_a"), experiment.get("layers")
+    cooldown, cooldown_lr = experiment.get("cooldown", 0), experiment.get("cooldown_lr")
     s = TrainSettings.defaults(dataset_dir=dataset_dir, evaluate=False, save_steps=0, eval_steps=0, **overrides)
     model_path = resolve_model_path(s.model_name)
     tokenizer = load_tokenizer(model_path)
@@ -116,13 +124,22 @@ def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales
                           s.max_seq_length)
     test = tokenize_rows(dataset["test"], tokenizer, s.prompt_format, s.max_seq_length)
     torch.manual_seed(s.seed)
-    model = get_peft_model(load_causal_lm(model_path, device=device), lora_config(s))
+    config = lora_config(s)
+    if layers:  # LoRA on these layers only, e.g. 4-29
+        first, last = (int(x) for x in layers.split("-"))
+        config.layers_to_transform = list(range(first, last + 1))
+    model = get_peft_model(load_causal_lm(model_path, device=device), config)
     if lora_a:
         set_lora_a(model, lora_a, pad_id=tokenizer.pad_token_id,
                    paper_rows=tokenize_rows(records, tokenizer, s.prompt_format, s.max_seq_length).rows,
                    general_rows=tokenize_rows(replay, tokenizer, s.prompt_format, s.max_seq_length).rows)
     start = time.time()
     history = train_cpu(model, train.rows, tokenizer.pad_token_id, s)
+    if cooldown:  # then a few steps on the self-replay rows alone
+        general = tokenize_rows(replay, tokenizer, s.prompt_format, s.max_seq_length).rows
+        history += train_cpu(model, general, tokenizer.pad_token_id,
+                             s.replace(max_steps=cooldown, warmup_steps=0,
+                                       learning_rate=cooldown_lr or s.learning_rate / 4))
     train_s = time.time() - start
     plain = [q for q in read_jsonl(Path(dataset_dir) / PLAIN_QUESTIONS_FILE) if q.get("trained", True)]
     steps = [h for h in history if "loss" in h]
@@ -134,9 +151,7 @@ def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales
                                      plain_questions=plain, prompt_format=s.prompt_format)
         base, tuned, kept = results["base"], results["tuned"], results["forgetting"]
         out.append({"name": name if scale == 1.0 else f"{name}@{scale}", "dataset": dataset_dir,
-                    "overrides": (overrides | ({"drop": drop} if drop else {})
-                                  | ({"lora_a": lora_a} if lora_a else {})
-                                  | ({"scale": scale} if scale != 1.0 else {})),
+                    "overrides": overrides | experiment | ({"scale": scale} if scale != 1.0 else {}),
                     "rows": len(train.rows), "tokens": sum(len(r["input_ids"]) for r in train.rows),
                     "steps": len(steps), "train_s": round(train_s, 1),
                     "final_loss": steps[-1]["loss"] if steps else None,
