@@ -33,7 +33,9 @@ from common.tokenizing import tokenize_rows  # noqa: E402
 from common.training import lora_config, train_cpu  # noqa: E402
 
 
-EXPERIMENT_KEYS = ("drop", "lora_a", "layers", "cooldown", "cooldown_lr")  # the harness's own options, not 02's
+# the harness's own options (not 02's), each with how its value is read
+EXPERIMENTS = {"drop": lambda value: value.split("+"), "lora_a": str, "layers": str, "cooldown": int,
+               "cooldown_lr": float}
 
 
 def parse_run(text: str) -> tuple[str, str, dict]:
@@ -43,12 +45,8 @@ def parse_run(text: str) -> tuple[str, str, dict]:
     overrides = {}
     for pair in (rest[0].split(",") if rest and rest[0] else []):
         key, value = pair.split("=")
-        if key == "drop":
-            overrides[key] = value.split("+")
-        elif key in ("lora_a", "layers"):
-            overrides[key] = value
-        elif key in ("cooldown", "cooldown_lr"):
-            overrides[key] = int(value) if key == "cooldown" else float(value)
+        if key in EXPERIMENTS:
+            overrides[key] = EXPERIMENTS[key](value)
         elif isinstance(defaults.get(key), list):
             overrides[key] = value.split("+")
         else:
@@ -110,7 +108,7 @@ def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales
     (`scales` of the trained update; None: the settings' ADAPTER_SCALE, as 02 saves it)."""
     import torch
     from peft import get_peft_model
-    experiment = {key: overrides.pop(key) for key in EXPERIMENT_KEYS if key in overrides}
+    experiment = {key: overrides.pop(key) for key in EXPERIMENTS if key in overrides}
     drop, lora_a, layers = experiment.get("drop", []), experiment.get("lora_a"), experiment.get("layers")
     cooldown, cooldown_lr = experiment.get("cooldown", 0), experiment.get("cooldown_lr")
     s = TrainSettings.defaults(dataset_dir=dataset_dir, evaluate=False, save_steps=0, eval_steps=0, **overrides)
@@ -129,14 +127,13 @@ def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales
         first, last = (int(x) for x in layers.split("-"))
         config.layers_to_transform = list(range(first, last + 1))
     model = get_peft_model(load_causal_lm(model_path, device=device), config)
+    general = tokenize_rows(replay, tokenizer, s.prompt_format, s.max_seq_length).rows if lora_a or cooldown else []
     if lora_a:
-        set_lora_a(model, lora_a, pad_id=tokenizer.pad_token_id,
-                   paper_rows=tokenize_rows(records, tokenizer, s.prompt_format, s.max_seq_length).rows,
-                   general_rows=tokenize_rows(replay, tokenizer, s.prompt_format, s.max_seq_length).rows)
+        set_lora_a(model, lora_a, pad_id=tokenizer.pad_token_id, general_rows=general,
+                   paper_rows=tokenize_rows(records, tokenizer, s.prompt_format, s.max_seq_length).rows)
     start = time.time()
     history = train_cpu(model, train.rows, tokenizer.pad_token_id, s)
     if cooldown:  # then a few steps on the self-replay rows alone
-        general = tokenize_rows(replay, tokenizer, s.prompt_format, s.max_seq_length).rows
         history += train_cpu(model, general, tokenizer.pad_token_id,
                              s.replace(max_steps=cooldown, warmup_steps=0,
                                        learning_rate=cooldown_lr or s.learning_rate / 4))
