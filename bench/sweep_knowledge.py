@@ -12,6 +12,8 @@ carry the most energy against the self-replay rows': the top generalized eigenve
 `quiet` (the r directions where the self-replay rows carry the least), `random` (PEFT's own random A, frozen).
 Two more experiments: `layers=4-29` puts LoRA on those layers only; `cooldown=N` trains N more steps on the
 self-replay rows alone after the run (at `cooldown_lr`, default a quarter of the learning rate).
+`--scales` also takes `iK` / `iKsS`: the update whole but for its intruder dimensions (the tuned weights' top
+singular vectors unlike any of the base's, cosine below S, default 0.5), which keep K of their singular value.
 Writes sweep.md (a table) and sweep.json (the summaries and each run's answers).
 """
 import argparse
@@ -103,6 +105,50 @@ def set_lora_a(model, how: str, *, paper_rows, general_rows, pad_id, ridge: floa
         a.requires_grad_(False)
 
 
+def lora_weights(model) -> dict:
+    """Each LoRA layer's (A, B) modules, as trained, copied."""
+    import copy
+    return {name: (copy.deepcopy(m.lora_A["default"]), copy.deepcopy(m.lora_B["default"]))
+            for name, m in model.named_modules() if hasattr(m, "lora_A")}
+
+
+def set_lora_weights(model, weights: dict) -> None:
+    import copy
+    for name, m in model.named_modules():
+        if name in weights:
+            m.lora_A["default"], m.lora_B["default"] = (copy.deepcopy(x) for x in weights[name])
+
+
+def scale_intruders(model, *, keep: float, top: int = 10, similarity: float = 0.5) -> int:
+    """Each LoRA layer's update changed so that the tuned weight's intruder dimensions (Shuttleworth et al. 2024,
+    "LoRA vs full fine-tuning: an illusion of equivalence") keep `keep` of their singular value: of the tuned weight's
+    `top` left singular vectors, those whose largest cosine similarity with the base weight's is below
+    `similarity`. The new update is exact, as a LoRA of rank r + the intruders found. Returns how many were found."""
+    import torch
+    found = 0
+    with torch.no_grad():
+        for m in model.modules():
+            if not hasattr(m, "lora_A"):
+                continue
+            a, b, scaling = m.lora_A["default"], m.lora_B["default"], m.scaling["default"]
+            w0 = m.base_layer.weight.float()
+            delta = scaling * b.weight.float() @ a.weight.float()
+            u0 = torch.linalg.svd(w0, full_matrices=False).U
+            u1, s1, v1 = torch.linalg.svd(w0 + delta, full_matrices=False)
+            similar = (u1[:, :top].T @ u0).abs().max(dim=1).values
+            intruders = (similar < similarity).nonzero().flatten()
+            found += len(intruders)
+            delta = delta + (keep - 1) * (u1[:, intruders] * s1[intruders]) @ v1[intruders]
+            p, sv, q = torch.linalg.svd(delta, full_matrices=False)
+            rank = a.weight.shape[0] + len(intruders)
+            new_a = torch.nn.Linear(a.in_features, rank, bias=False).to(a.weight.device, a.weight.dtype)
+            new_b = torch.nn.Linear(rank, b.out_features, bias=False).to(b.weight.device, b.weight.dtype)
+            new_a.weight.copy_(q[:rank])
+            new_b.weight.copy_(p[:, :rank] * sv[:rank] / scaling)
+            m.lora_A["default"], m.lora_B["default"] = new_a, new_b
+    return found
+
+
 def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales=None) -> list[dict]:
     """Train one adapter the CPU recipe's way on `device` and return its knowledge check, one per LoRA scale
     (`scales` of the trained update; None: the settings' ADAPTER_SCALE, as 02 saves it)."""
@@ -140,10 +186,15 @@ def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales
     train_s = time.time() - start
     plain = [q for q in read_jsonl(Path(dataset_dir) / PLAIN_QUESTIONS_FILE) if q.get("trained", True)]
     steps = [h for h in history if "loss" in h]
-    out, kept_share = [], 1.0
+    out, trained = [], lora_weights(model)
     for scale in scales or [s.adapter_scale]:
-        scale_adapter(model, scale / kept_share)  # 02's own scaling, taken from the share kept so far
-        kept_share = scale
+        set_lora_weights(model, trained)
+        if isinstance(scale, str):  # "i0.5": the intruder dimensions at that share, the rest of the update whole
+            keep, _, similar = scale[1:].partition("s")
+            found = scale_intruders(model, keep=float(keep), similarity=float(similar or 0.5))
+            print(f"{name}: {found} intruder dimensions scaled to {scale}", flush=True)
+        else:
+            scale_adapter(model, scale)  # 02's own scaling
         results = evaluate_knowledge(model, tokenizer, test_rows=test.rows, questions=read_questions(dataset_dir),
                                      plain_questions=plain, prompt_format=s.prompt_format)
         base, tuned, kept = results["base"], results["tuned"], results["forgetting"]
@@ -183,7 +234,7 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--scales", default="", help="shares of the trained LoRA update to check each adapter at, e.g. "
-                        "1,0.8,0.6 (default: ADAPTER_SCALE)")
+                        "1,0.8,0.6, or i0.5 / i0s0.75 for the intruder dimensions only (default: ADAPTER_SCALE)")
     parser.add_argument("--budget-s", type=float, default=1e9, help="start no new run after this many seconds")
     args = parser.parse_args()
     out, start, rows = Path(args.out), time.time(), []
@@ -194,7 +245,8 @@ def main():
             continue
         name, dataset, overrides = parse_run(spec)
         new = run_one(name, dataset, overrides, device=args.device,
-                      scales=[float(x) for x in args.scales.split(",")] if args.scales else None)
+                      scales=[x if x.startswith("i") else float(x) for x in args.scales.split(",")]
+                      if args.scales else None)
         rows += new
         print("\n".join(table(new).splitlines()[2:]), flush=True)
         (out / "sweep.md").write_text(table(rows))
