@@ -20,11 +20,12 @@ import argparse
 import json
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common.adapter import scale_adapter  # noqa: E402
+from common.adapter import update_scaled  # noqa: E402
 from common.dataset import load_dataset_dir  # noqa: E402
 from common.evaluation import evaluate_knowledge  # noqa: E402
 from common.knowledge import PLAIN_QUESTIONS_FILE, read_jsonl, read_questions  # noqa: E402
@@ -105,27 +106,15 @@ def set_lora_a(model, how: str, *, paper_rows, general_rows, pad_id, ridge: floa
         a.requires_grad_(False)
 
 
-def lora_weights(model) -> dict:
-    """Each LoRA layer's (A, B) modules, as trained, copied."""
-    import copy
-    return {name: (copy.deepcopy(m.lora_A["default"]), copy.deepcopy(m.lora_B["default"]))
-            for name, m in model.named_modules() if hasattr(m, "lora_A")}
-
-
-def set_lora_weights(model, weights: dict) -> None:
-    import copy
-    for name, m in model.named_modules():
-        if name in weights:
-            m.lora_A["default"], m.lora_B["default"] = (copy.deepcopy(x) for x in weights[name])
-
-
-def scale_intruders(model, *, keep: float, top: int = 10, similarity: float = 0.5) -> int:
-    """Each LoRA layer's update changed so that the tuned weight's intruder dimensions (Shuttleworth et al. 2024,
-    "LoRA vs full fine-tuning: an illusion of equivalence") keep `keep` of their singular value: of the tuned weight's
-    `top` left singular vectors, those whose largest cosine similarity with the base weight's is below
-    `similarity`. The new update is exact, as a LoRA of rank r + the intruders found. Returns how many were found."""
+@contextmanager
+def intruders_scaled(model, *, keep: float, top: int = 10, similarity: float = 0.5):
+    """The model, for the duration, with each LoRA layer's update changed so that the tuned weight's intruder
+    dimensions (Shuttleworth et al. 2024, "LoRA vs full fine-tuning: an illusion of equivalence") keep `keep` of their
+    singular value: of the tuned weight's `top` left singular vectors, those whose largest cosine similarity with
+    the base weight's is below `similarity`. The changed update is exact, as a LoRA of rank r + the intruders found;
+    the trained A and B modules are put back afterwards."""
     import torch
-    found = 0
+    found, trained = 0, {}
     with torch.no_grad():
         for m in model.modules():
             if not hasattr(m, "lora_A"):
@@ -145,8 +134,14 @@ def scale_intruders(model, *, keep: float, top: int = 10, similarity: float = 0.
             new_b = torch.nn.Linear(rank, b.out_features, bias=False).to(b.weight.device, b.weight.dtype)
             new_a.weight.copy_(q[:rank])
             new_b.weight.copy_(p[:, :rank] * sv[:rank] / scaling)
+            trained[m] = (a, b)
             m.lora_A["default"], m.lora_B["default"] = new_a, new_b
-    return found
+    print(f"{found} intruder dimensions at {keep:g} (cosine below {similarity:g})", flush=True)
+    try:
+        yield model
+    finally:
+        for m, (a, b) in trained.items():
+            m.lora_A["default"], m.lora_B["default"] = a, b
 
 
 def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales=None) -> list[dict]:
@@ -186,17 +181,16 @@ def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales
     train_s = time.time() - start
     plain = [q for q in read_jsonl(Path(dataset_dir) / PLAIN_QUESTIONS_FILE) if q.get("trained", True)]
     steps = [h for h in history if "loss" in h]
-    out, trained = [], lora_weights(model)
+    out = []
     for scale in scales or [s.adapter_scale]:
-        set_lora_weights(model, trained)
         if isinstance(scale, str):  # "i0.5": the intruder dimensions at that share, the rest of the update whole
             keep, _, similar = scale[1:].partition("s")
-            found = scale_intruders(model, keep=float(keep), similarity=float(similar or 0.5))
-            print(f"{name}: {found} intruder dimensions scaled to {scale}", flush=True)
+            changed = intruders_scaled(model, keep=float(keep), similarity=float(similar or 0.5))
         else:
-            scale_adapter(model, scale)  # 02's own scaling
-        results = evaluate_knowledge(model, tokenizer, test_rows=test.rows, questions=read_questions(dataset_dir),
-                                     plain_questions=plain, prompt_format=s.prompt_format)
+            changed = update_scaled(model, scale)  # 02's own scaling, as its epoch choice measures it
+        with changed:
+            results = evaluate_knowledge(model, tokenizer, test_rows=test.rows, questions=read_questions(dataset_dir),
+                                         plain_questions=plain, prompt_format=s.prompt_format)
         base, tuned, kept = results["base"], results["tuned"], results["forgetting"]
         out.append({"name": name if scale == 1.0 else f"{name}@{scale}", "dataset": dataset_dir,
                     "overrides": overrides | experiment | ({"scale": scale} if scale != 1.0 else {}),
