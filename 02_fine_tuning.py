@@ -21,11 +21,11 @@ from common.gpu_memory import check_load_in_4bit, with_load_in_4bit
 from common.models import choose_device, load_tokenizer, resolve_model_path
 from common.replay import hold_out, mix_replay, replay_records
 from common.report import run_summary, write_training_report
-from common.selection import epoch_choice
+from common.runs import check_mean_of_runs, train_runs
 from common.settings import TrainSettings
 from common.tokenizing import check_tokenized, tokenize_cached, tokenize_rows
 from common.tracking import check_tracking
-from common.training import load_model_for_training, resume_checkpoint, train_model
+from common.training import load_model_for_training
 
 DATASET_DIR = "data/dataset"  # the dataset saved by 01_create_dataset.py
 OUTPUT_DIR = "outputs/run"  # where the adapter, checkpoints and report go
@@ -59,6 +59,7 @@ EVAL_STEPS = 50  # loss on the test split every N steps (0: only at the end); on
 SAVE_STEPS = 10  # write a checkpoint every N steps (0: none, so no resume)
 SAVE_TOTAL_LIMIT = 2  # checkpoints kept: the latest ones, plus the best by eval loss
 ADAPTER_SCALE = 0.8  # share of the trained LoRA update kept in the adapter (1: as trained; less forgets less)
+MEAN_OF_RUNS = 1  # runs from seeds SEED, SEED+1, ...; the adapter keeps their mean LoRA update (forgets less; N x time)
 KEEP_BEST_EPOCH = True  # keep the epoch that learned most about the papers net of what it forgot, not just the last
 EVALUATE = True  # after training: base vs tuned on held-out loss, closed-book questions and general prompts
 REPORT_TO = "none"  # experiment tracking: none, tensorboard, wandb, trackio, or a comma list (TRL's report_to)
@@ -79,6 +80,7 @@ def main():
     check_training_mode(s.training_mode)
     check_load_in_4bit(s.load_in_4bit)
     check_adapter_scale(s.adapter_scale)
+    check_mean_of_runs(s)
     check_tracking(s.report_to)  # a missing package or login: now, not after the data is ready
     dataset = load_dataset_dir(s.dataset_dir)
     model_path = resolve_model_path(s.model_name)
@@ -101,16 +103,12 @@ def main():
                            for split in ("train", "test"))
         check_tokenized(train, tokenizer)
     check_output_space(s.output_dir, model_path, s)
-    resume_from = resume_checkpoint(s.output_dir, s.resume)
     s = with_load_in_4bit(s, model_path, device)  # auto: a 16-bit base where the card has room for it
     model = load_model_for_training(model_path, s, device)
     if s.init_adapter and (restored := restore_trained_update(model, s.init_adapter)):
         say(restored)
-    choice = epoch_choice(model, tokenizer, s, forgetting=held_out)  # None where KEEP_BEST_EPOCH is off
-    history = train_model(model, tokenizer, train.rows, s, device=device, eval_rows=test.rows, resume_from=resume_from,
-                          on_epoch_end=choice.measure if choice else None)
-    if choice:
-        say(choice.keep_best(model))
+    history, epochs = train_runs(model, tokenizer, train.rows, s, device=device, eval_rows=test.rows,
+                                 held_out=held_out)  # MEAN_OF_RUNS runs, each keeping its best epoch
     say(scale_adapter(model, s.adapter_scale))
     adapter_dir = save_adapter(model, tokenizer, s, history)
     summary = run_summary(train, test, history, device=device, s=s, processes=world_size())
@@ -120,7 +118,7 @@ def main():
         held_out_rows = test if s.training_mode == "sft" else \
             tokenize_rows(dataset["test"], tokenizer, s.prompt_format, s.max_seq_length)
         knowledge_check(model, tokenizer, test_rows=held_out_rows.rows, dataset_dir=s.dataset_dir,
-                        prompt_format=s.prompt_format, output_dir=s.output_dir, epochs=choice.epochs if choice else ())
+                        prompt_format=s.prompt_format, output_dir=s.output_dir, epochs=epochs)
     if s.push_to_hub and is_main_process():  # last: a failed push loses nothing
         say(f"Pushed {adapter_dir} to {push_folder(adapter_dir, s.hub_model_id, hf_token())}")
     return 0

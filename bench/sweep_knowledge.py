@@ -12,20 +12,25 @@ carry the most energy against the self-replay rows': the top generalized eigenve
 `quiet` (the r directions where the self-replay rows carry the least), `random` (PEFT's own random A, frozen).
 Two more experiments: `layers=4-29` puts LoRA on those layers only; `cooldown=N` trains N more steps on the
 self-replay rows alone after the run (at `cooldown_lr`, default a quarter of the learning rate).
+More: `loraplus=R` trains every lora_B at R x the learning rate (LoRA+); `soup=N` trains N runs (seeds
+seed..seed+N-1) and checks their mean update (02's MEAN_OF_RUNS); `fact_tokens=fact` puts the loss of those record kinds' answers on
+their key facts (names, dates, numbers) and closing tokens only.
 `--scales` also takes `iK` / `iKsS`: the update whole but for its intruder dimensions (the tuned weights' top
-singular vectors unlike any of the base's, cosine below S, default 0.5), which keep K of their singular value.
+singular vectors unlike any of the base's, cosine below S, default 0.5), which keep K of their singular value; and
+`aXmY`: the attention layers' update at X of itself, the MLP layers' at Y (either left out: 1).
 Writes sweep.md (a table) and sweep.json (the summaries and each run's answers).
 """
 import argparse
 import json
+import re
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common.adapter import update_scaled  # noqa: E402
+from common.adapter import lora_update, reset_lora, set_mean_update, update_scaled  # noqa: E402
 from common.dataset import load_dataset_dir  # noqa: E402
 from common.evaluation import evaluate_knowledge  # noqa: E402
 from common.knowledge import PLAIN_QUESTIONS_FILE, read_jsonl, read_questions  # noqa: E402
@@ -38,7 +43,9 @@ from common.training import lora_config, train_cpu  # noqa: E402
 
 # the harness's own options (not 02's), each with how its value is read
 EXPERIMENTS = {"drop": lambda value: value.split("+"), "lora_a": str, "layers": str, "cooldown": int,
-               "cooldown_lr": float}
+               "cooldown_lr": float, "loraplus": float, "soup": int,
+               "fact_tokens": lambda value: value.split("+")}
+ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")  # the LoRA layers a scale "aX" applies to; "mY": the rest
 
 
 def parse_run(text: str) -> tuple[str, str, dict]:
@@ -144,6 +151,79 @@ def intruders_scaled(model, *, keep: float, top: int = 10, similarity: float = 0
             m.lora_A["default"], m.lora_B["default"] = a, b
 
 
+@contextmanager
+def groups_scaled(model, *, attention: float, mlp: float):
+    """The model, for the duration, with the attention layers' LoRA update at `attention` of itself and the MLP
+    layers' at `mlp`; then exactly as trained."""
+    import torch
+    layers = [(name, linear) for name, module in model.named_modules() if hasattr(module, "lora_B")
+              for linear in module.lora_B.values()]
+    kept = [linear.weight.detach().clone() for _, linear in layers]
+    with torch.no_grad():
+        for name, linear in layers:
+            linear.weight.mul_(attention if name.rsplit(".", 1)[-1] in ATTENTION else mlp)
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for (_, linear), weight in zip(layers, kept):
+                linear.weight.copy_(weight)
+
+
+@contextmanager
+def loraplus_groups(ratio: float):
+    """02's optimizer groups, for the duration, with every lora_B weight at `ratio` x the learning rate (LoRA+, Hayou
+    et al. 2024: B learns faster than A)."""
+    from common import training
+    plain = training.optimizer_groups
+
+    def groups(model, s):
+        out = plain(model, s)
+        b_ids = {id(p) for name, p in model.named_parameters() if "lora_B" in name}
+        first = out[0]
+        out[0] = {**first, "params": [p for p in first["params"] if id(p) not in b_ids]}
+        out.insert(1, {**first, "params": [p for p in first["params"] if id(p) in b_ids],
+                       "lr": first["lr"] * ratio})
+        return out
+
+    training.optimizer_groups = groups
+    try:
+        yield
+    finally:
+        training.optimizer_groups = plain
+
+
+def scaled(model, scale):
+    """The context checking `model` at one entry of --scales: a share of the whole update, `iK[sS]` (intruders) or
+    `aXmY` (attention and MLP layers apart)."""
+    if isinstance(scale, float):
+        return update_scaled(model, scale)  # 02's own scaling, as its epoch choice measures it
+    if scale.startswith("i"):  # "i0.5": the intruder dimensions at that share, the rest of the update whole
+        keep, _, similar = scale[1:].partition("s")
+        return intruders_scaled(model, keep=float(keep), similarity=float(similar or 0.5))
+    parts = dict(re.findall(r"([am])([\d.]+)", scale))
+    return groups_scaled(model, attention=float(parts.get("a", 1)), mlp=float(parts.get("m", 1)))
+
+
+def fact_tokens_only(row: dict, record: dict, tokenizer, prompt_format: str) -> dict:
+    """`row` with the loss on its answer's key facts (names, dates, numbers with units: knowledge.key_facts) and its
+    closing tokens only: the rest of the paper's wording is context, not a target."""
+    from common.knowledge import key_facts
+    from common.prompts import format_example
+    _, completion = format_example(tokenizer, prompt_format, instruction=record["instruction"],
+                                   input_text=record.get("input", ""), output=record["output"])
+    spans = [(m.start(), m.end()) for fact in set(key_facts(record["output"]))
+             for m in re.finditer(re.escape(fact), completion)]
+    end = completion.find(record["output"]) + len(record["output"])
+    offsets = tokenizer(completion, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    labels = list(row["labels"])
+    start = next(i for i, label in enumerate(labels) if label != -100)  # the prompt is masked already
+    for i, (a, b) in enumerate(offsets):
+        if start + i < len(labels) and a < end and not any(a < y and x < b for x, y in spans):
+            labels[start + i] = -100
+    return {**row, "labels": labels}
+
+
 def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales=None) -> list[dict]:
     """Train one adapter the CPU recipe's way on `device` and return its knowledge check, one per LoRA scale
     (`scales` of the trained update; None: the settings' ADAPTER_SCALE, as 02 saves it)."""
@@ -152,6 +232,8 @@ def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales
     experiment = {key: overrides.pop(key) for key in EXPERIMENTS if key in overrides}
     drop, lora_a, layers = experiment.get("drop", []), experiment.get("lora_a"), experiment.get("layers")
     cooldown, cooldown_lr = experiment.get("cooldown", 0), experiment.get("cooldown_lr")
+    loraplus, soup = experiment.get("loraplus"), experiment.get("soup", 1)
+    fact_kinds = experiment.get("fact_tokens", [])
     s = TrainSettings.defaults(dataset_dir=dataset_dir, evaluate=False, save_steps=0, eval_steps=0, **overrides)
     model_path = resolve_model_path(s.model_name)
     tokenizer = load_tokenizer(model_path)
@@ -159,8 +241,11 @@ def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales
     records = [r for r in dataset["train"] if r["template"] not in drop]
     replay = replay_records(model_name=s.model_name, model_path=model_path, tokenizer=tokenizer,
                             prompt_format=s.prompt_format, device=device) if s.replay_fraction > 0 else []
-    train = tokenize_rows(mix_replay(records, replay, s.replay_fraction), tokenizer, s.prompt_format,
-                          s.max_seq_length)
+    mixed = mix_replay(records, replay, s.replay_fraction)
+    train = tokenize_rows(mixed, tokenizer, s.prompt_format, s.max_seq_length)
+    if fact_kinds:  # the loss on the key facts only, in these record kinds' answers
+        train.rows[:] = [fact_tokens_only(row, r, tokenizer, s.prompt_format) if r["template"] in fact_kinds else row
+                         for row, r in zip(train.rows, mixed)]
     test = tokenize_rows(dataset["test"], tokenizer, s.prompt_format, s.max_seq_length)
     torch.manual_seed(s.seed)
     config = lora_config(s)
@@ -173,7 +258,15 @@ def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales
         set_lora_a(model, lora_a, pad_id=tokenizer.pad_token_id, general_rows=general,
                    paper_rows=tokenize_rows(records, tokenizer, s.prompt_format, s.max_seq_length).rows)
     start = time.time()
-    history = train_cpu(model, train.rows, tokenizer.pad_token_id, s)
+    with loraplus_groups(loraplus) if loraplus else nullcontext():
+        history = train_cpu(model, train.rows, tokenizer.pad_token_id, s)
+        updates = [lora_update(model)]
+        for k in range(1, soup):  # more runs from other seeds, then their mean update, as 02's MEAN_OF_RUNS
+            reset_lora(model, s.seed + k)
+            train_cpu(model, train.rows, tokenizer.pad_token_id, s.replace(seed=s.seed + k))
+            updates.append(lora_update(model))
+    if soup > 1:
+        print(set_mean_update(model, updates), flush=True)
     if cooldown:  # then a few steps on the self-replay rows alone
         history += train_cpu(model, general, tokenizer.pad_token_id,
                              s.replace(max_steps=cooldown, warmup_steps=0,
@@ -183,12 +276,7 @@ def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales
     steps = [h for h in history if "loss" in h]
     out = []
     for scale in scales or [s.adapter_scale]:
-        if isinstance(scale, str):  # "i0.5": the intruder dimensions at that share, the rest of the update whole
-            keep, _, similar = scale[1:].partition("s")
-            changed = intruders_scaled(model, keep=float(keep), similarity=float(similar or 0.5))
-        else:
-            changed = update_scaled(model, scale)  # 02's own scaling, as its epoch choice measures it
-        with changed:
+        with scaled(model, scale):
             results = evaluate_knowledge(model, tokenizer, test_rows=test.rows, questions=read_questions(dataset_dir),
                                          plain_questions=plain, prompt_format=s.prompt_format)
         base, tuned, kept = results["base"], results["tuned"], results["forgetting"]
@@ -239,7 +327,7 @@ def main():
             continue
         name, dataset, overrides = parse_run(spec)
         new = run_one(name, dataset, overrides, device=args.device,
-                      scales=[x if x.startswith("i") else float(x) for x in args.scales.split(",")]
+                      scales=[x if x[0] in "iam" else float(x) for x in args.scales.split(",")]
                       if args.scales else None)
         rows += new
         print("\n".join(table(new).splitlines()[2:]), flush=True)

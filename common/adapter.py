@@ -51,6 +51,51 @@ def update_scaled(model, scale: float):
                 linear.weight.copy_(weight)
 
 
+def lora_layers(model) -> list[tuple[str, object]]:
+    """(name, module) of every LoRA layer."""
+    return [(name, module) for name, module in model.named_modules() if hasattr(module, "lora_A")]
+
+
+def lora_update(model) -> dict:
+    """Each LoRA layer's trained A and B (copies in CPU memory): one run's update, for `set_mean_update`."""
+    return {name: (module.lora_A["default"].weight.detach().to("cpu", copy=True),
+                   module.lora_B["default"].weight.detach().to("cpu", copy=True)) for name, module in lora_layers(model)}
+
+
+def reset_lora(model, seed: int) -> None:
+    """Every LoRA layer back to PEFT's fresh start (A random from `seed`, B zero): the next run's start."""
+    import torch
+    torch.manual_seed(seed)
+    for _, module in lora_layers(model):
+        module.reset_lora_parameters("default", True)
+
+
+def set_mean_update(model, updates: list[dict]) -> str:
+    """Put the mean of several runs' updates into `model`'s LoRA layers, exactly: a LoRA of rank n x r whose A are
+    the runs' A stacked and whose B are their B side by side over n (PEFT's "cat" combination), alpha scaled so that
+    each layer's scaling stays as trained. Says what was done."""
+    import math
+    import torch
+    n = len(updates)
+    config = model.peft_config["default"]
+    grow = math.sqrt(n) if config.use_rslora else n  # alpha / r (or / sqrt r) unchanged at rank n x r
+    with torch.no_grad():
+        for name, module in lora_layers(model):
+            old_a, old_b = module.lora_A["default"], module.lora_B["default"]
+            a = torch.cat([update[name][0] for update in updates])
+            b = torch.cat([update[name][1] for update in updates], dim=1) / n
+            new_a = torch.nn.Linear(a.shape[1], a.shape[0], bias=False).to(old_a.weight.device, old_a.weight.dtype)
+            new_b = torch.nn.Linear(b.shape[1], b.shape[0], bias=False).to(old_b.weight.device, old_b.weight.dtype)
+            new_a.weight.copy_(a)
+            new_b.weight.copy_(b)
+            module.lora_A["default"], module.lora_B["default"] = new_a, new_b
+            module.r["default"] = a.shape[0]
+            module.lora_alpha["default"] = module.lora_alpha["default"] * grow
+    rank = config.r
+    config.r, config.lora_alpha = rank * n, config.lora_alpha * grow
+    return f"The adapter keeps the mean LoRA update of {n} runs (MEAN_OF_RUNS), exactly: rank {rank} x {n}."
+
+
 def saved_adapter_scale(adapter_dir) -> float:
     """The ADAPTER_SCALE an adapter of 02 was saved with; 1 for one saved before it existed or made elsewhere."""
     path = Path(adapter_dir) / SETTINGS_FILE

@@ -141,24 +141,27 @@ def _epoch_lines(output_dir, epochs: list[dict]) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 3))
-    x = [e["epoch"] for e in epochs]
-    ax.plot(x, [e["learning_loss"] for e in epochs], "o-", label="papers: validation questions (learning)")
-    ax.plot(x, [e["forgetting_loss"] for e in epochs], "s-", label="everyday: base's own answers (forgetting)")
-    ax.set_xlabel("epoch")
+    label = [f"{e['run']}.{e['epoch']}" if "run" in e else str(e["epoch"]) for e in epochs]  # MEAN_OF_RUNS: run.epoch
+    ax.plot(label, [e["learning_loss"] for e in epochs], "o-", label="papers: validation questions (learning)")
+    ax.plot(label, [e["forgetting_loss"] for e in epochs], "s-", label="everyday: base's own answers (forgetting)")
+    ax.set_xlabel("epoch (run.epoch where several runs)")
     ax.set_ylabel("loss (nats per token)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(Path(output_dir) / "eval_epochs.png", dpi=100)
     plt.close(fig)
-    kept = max(epochs, key=lambda e: e["epoch_score"])["epoch"]
+    best = {}
+    for e in epochs:  # each run keeps its own best epoch
+        if e.get("run") not in best or e["epoch_score"] > best[e.get("run")]["epoch_score"]:
+            best[e.get("run")] = e
     return ["", "## Learning and forgetting by epoch", "", "![by epoch](eval_epochs.png)", "",
             "Loss on fact sentences asked by validation questions (not the questions above) and on the base model's "
             "own answers to everyday instructions held out of training, each epoch with the share of its update "
             "that ADAPTER_SCALE saves; the adapter kept is the epoch with the largest fall in the first less the "
-            "rise in the second.", "",
+            "rise in the second (with MEAN_OF_RUNS, each run's, then their mean update).", "",
             "| epoch | learning loss | forgetting loss | score | kept |", "|---|---|---|---|---|",
-            *[f"| {e['epoch']} | {e['learning_loss']:.3f} | {e['forgetting_loss']:.3f} | {e['epoch_score']:+.3f} | "
-              f"{'yes' if e['epoch'] == kept else ''} |" for e in epochs]]
+            *[f"| {name} | {e['learning_loss']:.3f} | {e['forgetting_loss']:.3f} | {e['epoch_score']:+.3f} | "
+              f"{'yes' if best[e.get('run')] is e else ''} |" for name, e in zip(label, epochs)]]
 
 
 def write_eval_report(output_dir, results: dict) -> Path:

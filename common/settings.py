@@ -101,6 +101,7 @@ class TrainSettings(StepSettings):
     save_steps: int
     save_total_limit: int
     adapter_scale: float
+    mean_of_runs: int
     keep_best_epoch: bool
     evaluate: bool
     report_to: str

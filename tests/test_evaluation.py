@@ -38,6 +38,12 @@ def test_tuned_model_beats_the_base_and_the_report_shows_it(adapter_dir, tmp_pat
     assert "cloze recall (1 sentences, primed) | 0.0% | 100.0%" in report
     assert results["base"]["question_recall"] == 0.0 and "| question recall (1 plain questions" in report
     assert (tmp_path / "eval.png").exists() and (tmp_path / "eval.json").exists()
+    runs = [{"run": run, "epoch": epoch, "learning_loss": 2.0 - score, "forgetting_loss": 1.0, "epoch_score": score}
+            for run, epoch, score in ((1, 1, 0.3), (1, 2, 0.5), (2, 1, 0.6), (2, 2, 0.4))]  # MEAN_OF_RUNS 2
+    (tmp_path / "runs").mkdir()
+    report = write_eval_report(tmp_path / "runs", {**results, "epochs": runs}).read_text()
+    assert "| 1.2 | 1.500 | 1.000 | +0.500 | yes |" in report and "| 2.1 | 1.400 | 1.000 | +0.600 | yes |" in report
+    assert "| 1.1 | 1.700 | 1.000 | +0.300 |  |" in report and (tmp_path / "runs" / "eval_epochs.png").exists()
 
 
 def test_an_adapter_that_learned_nothing_is_caught(embedded_path, tokenizer):

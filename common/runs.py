@@ -1,0 +1,79 @@
+"""MEAN_OF_RUNS: the adapter as the mean LoRA update of several training runs, each from its own seed (its LoRA start
+and batch order). What a run learns of the papers is mostly the same from seed to seed; much of its drift elsewhere
+(confident invented answers to everyday questions) is its own, and averages away: on the embedded model (H200),
+3 runs kept 88% of the everyday answers at the question recall that one run reaches keeping 77-79% (bench/README.md). Each run trains in its own
+folder (run-1, run-2, ...) and leaves its update there when done, so an interrupted 02 resumes in the run it was in.
+"""
+from pathlib import Path
+
+from .adapter import lora_update, reset_lora, set_mean_update
+from .distributed import is_main_process, say
+from .errors import SettingsError
+from .selection import epoch_choice
+from .settings import TrainSettings
+from .training import resume_checkpoint, train_model
+
+UPDATE_FILE = "run.pt"  # a finished run's A and B, log and epoch measures, in its folder
+
+
+def check_mean_of_runs(s: TrainSettings) -> None:
+    if s.mean_of_runs < 1:
+        raise SettingsError(f"MEAN_OF_RUNS must be 1 or more (1: one run, as trained), not {s.mean_of_runs}.")
+    if s.mean_of_runs > 1 and s.init_adapter:
+        raise SettingsError("MEAN_OF_RUNS > 1 starts each run from a fresh LoRA, so it cannot go on from "
+                            f"INIT_ADAPTER {s.init_adapter}: set --mean-of-runs 1, or leave INIT_ADAPTER out.")
+
+
+def run_settings(s: TrainSettings, run: int) -> TrainSettings:
+    """The settings of run `run` (0, 1, ...): its own seed and folder; one run alone is 02's settings as they are."""
+    if s.mean_of_runs == 1:
+        return s
+    return s.replace(seed=s.seed + run, output_dir=str(Path(s.output_dir) / f"run-{run + 1}"))
+
+
+def joined_history(history: list[dict], earlier: list[dict], run: int) -> list[dict]:
+    """A run's log after the earlier runs': its steps and tokens counted on from theirs, each entry tagged."""
+    step = max([h.get("step", 0) for h in earlier] or [0])
+    tokens = max([h.get("tokens", 0) for h in earlier] or [0])
+    return earlier + [{**h, "run": run + 1,
+                       **({"step": h["step"] + step} if "step" in h else {}),
+                       **({"tokens": h["tokens"] + tokens} if "tokens" in h else {})} for h in history]
+
+
+def train_runs(model, tokenizer, rows: list[dict], s: TrainSettings, *, device: str, eval_rows: list[dict],
+               held_out: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Train MEAN_OF_RUNS runs of `model`'s LoRA on `rows` (each keeping its best epoch where KEEP_BEST_EPOCH is on),
+    then leave their mean update in `model`. Returns the joined log history and the epoch choices' measures."""
+    import torch
+    history, epochs, updates = [], [], []
+    for run in range(s.mean_of_runs):
+        r = run_settings(s, run)
+        saved = Path(r.output_dir) / UPDATE_FILE
+        if s.mean_of_runs > 1:
+            if s.resume and saved.exists():
+                say(f"Run {run + 1} of {s.mean_of_runs} was finished before: its update read from {saved}.")
+                done = torch.load(saved)
+                updates.append(done["update"])
+                history, epochs = joined_history(done["history"], history, run), epochs + done["epochs"]
+                continue
+            say(f"Run {run + 1} of {s.mean_of_runs} (seed {r.seed}), in {r.output_dir}.")
+        if run:
+            reset_lora(model, r.seed)
+        choice = epoch_choice(model, tokenizer, r, forgetting=held_out)  # None where KEEP_BEST_EPOCH is off
+        steps = train_model(model, tokenizer, rows, r, device=device, eval_rows=eval_rows,
+                            resume_from=resume_checkpoint(r.output_dir, r.resume),
+                            on_epoch_end=choice.measure if choice else None)
+        chosen = []
+        if choice:
+            say(choice.keep_best(model))
+            chosen = [{**e, "run": run + 1} for e in choice.epochs] if s.mean_of_runs > 1 else choice.epochs
+        epochs += chosen
+        if s.mean_of_runs == 1:
+            return steps, epochs
+        history = joined_history(steps, history, run)
+        updates.append(lora_update(model))
+        if is_main_process():
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"update": updates[-1], "history": steps, "epochs": chosen}, saved)
+    say(set_mean_update(model, updates))
+    return history, epochs

@@ -1,0 +1,98 @@
+"""MEAN_OF_RUNS: several real training runs of the embedded model, their mean update kept exactly, and resumed."""
+import pytest
+import torch
+
+from common.adapter import lora_layers, lora_update, reset_lora, set_mean_update
+from common.errors import SettingsError
+from common.runs import UPDATE_FILE, check_mean_of_runs, run_settings, train_runs
+from common.settings import TrainSettings
+from common.tokenizing import tokenize_rows
+
+
+def _model(embedded_path, **lora):
+    from peft import LoraConfig, get_peft_model
+    from common.models import load_causal_lm
+    return get_peft_model(load_causal_lm(str(embedded_path)),
+                          LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "down_proj"], task_type="CAUSAL_LM",
+                                     **lora))
+
+
+def _deltas(model) -> dict:
+    return {name: module.get_delta_weight("default").detach().clone() for name, module in lora_layers(model)}
+
+
+def _random_update(model, seed):
+    reset_lora(model, seed)
+    with torch.no_grad():
+        for _, module in lora_layers(model):
+            module.lora_B["default"].weight.normal_(std=0.05)
+    return lora_update(model), _deltas(model)
+
+
+@pytest.mark.parametrize("rslora", [False, True])
+def test_the_mean_update_is_exact_and_saves_and_loads_as_an_adapter(embedded_path, tokenizer, tmp_path, rslora):
+    from peft import PeftModel
+    from common.models import load_causal_lm
+    model = _model(embedded_path, use_rslora=rslora)
+    runs = [_random_update(model, seed) for seed in (1, 2, 3)]
+    said = set_mean_update(model, [update for update, _ in runs])
+    assert "3 runs" in said and "rank 4 x 3" in said
+    for name, delta in _deltas(model).items():
+        assert torch.allclose(delta, sum(d[name] for _, d in runs) / 3, atol=1e-6)
+    ids = torch.tensor([tokenizer("The Velmora tidal-lichen grows on basalt.")["input_ids"]])
+    with torch.no_grad():
+        mean_logits = model(input_ids=ids).logits
+    model.save_pretrained(str(tmp_path))
+    loaded = PeftModel.from_pretrained(load_causal_lm(str(embedded_path)), str(tmp_path))
+    assert loaded.peft_config["default"].r == 12
+    with torch.no_grad():
+        assert torch.allclose(loaded(input_ids=ids).logits, mean_logits, atol=1e-4)
+
+
+def test_each_run_starts_afresh_from_its_own_seed(embedded_path):
+    model = _model(embedded_path)
+    reset_lora(model, 7)
+    first = lora_update(model)
+    reset_lora(model, 8)
+    second = lora_update(model)
+    reset_lora(model, 7)
+    again = lora_update(model)
+    name = next(iter(first))
+    assert torch.equal(first[name][0], again[name][0]) and not torch.equal(first[name][0], second[name][0])
+    assert all(b.abs().sum() == 0 for _, b in second.values())  # B zero: the run starts at the base model
+
+
+def test_runs_train_in_their_own_folders_and_a_finished_run_is_not_trained_again(embedded_path, tokenizer, tmp_path,
+                                                                                 capsys):
+    records = [{"instruction": "When was Kesterhaven Intertidal Station founded?", "input": "",
+                "output": "Kesterhaven Intertidal Station was founded in 1987 by Ilse Marrow."}] * 4
+    rows = tokenize_rows(records, tokenizer, "chat", 128).rows
+    s = TrainSettings.defaults(output_dir=str(tmp_path), mean_of_runs=2, max_steps=2, batch_size=2, save_steps=0,
+                               eval_steps=0, keep_best_epoch=False, evaluate=False, warmup_steps=0)
+    assert run_settings(s, 1).seed == s.seed + 1 and run_settings(s, 1).output_dir == str(tmp_path / "run-2")
+    model = _model(embedded_path)
+    history, _ = train_runs(model, tokenizer, rows, s, device="cpu", eval_rows=[], held_out=[])
+    assert [h["step"] for h in history if "loss" in h] == [1, 2, 3, 4]  # the second run's steps counted on
+    assert {h["run"] for h in history if "loss" in h} == {1, 2}
+    assert all((tmp_path / f"run-{k}" / UPDATE_FILE).exists() for k in (1, 2))
+    assert model.peft_config["default"].r == 8
+    saved = [torch.load(tmp_path / f"run-{k}" / UPDATE_FILE)["update"] for k in (1, 2)]
+    name = next(iter(saved[0]))
+    assert not torch.equal(saved[0][name][1], saved[1][name][1])  # two different runs, both trained
+    mean = _deltas(model)
+    capsys.readouterr()
+    again = _model(embedded_path)  # 02 run again in the same folder: both runs read back, none trained
+    history_again, _ = train_runs(again, tokenizer, rows, s, device="cpu", eval_rows=[], held_out=[])
+    assert capsys.readouterr().out.count("was finished before") == 2
+    assert [h["step"] for h in history_again if "loss" in h] == [1, 2, 3, 4]
+    assert all(torch.allclose(delta, mean[name]) for name, delta in _deltas(again).items())
+
+
+def test_one_run_is_02_as_before_and_bad_settings_are_refused(tmp_path):
+    s = TrainSettings.defaults(output_dir=str(tmp_path))
+    assert run_settings(s.replace(mean_of_runs=1), 0) is not None and run_settings(s.replace(mean_of_runs=1), 0) == \
+        s.replace(mean_of_runs=1)
+    with pytest.raises(SettingsError, match="MEAN_OF_RUNS must be 1 or more"):
+        check_mean_of_runs(s.replace(mean_of_runs=0))
+    with pytest.raises(SettingsError, match="INIT_ADAPTER"):
+        check_mean_of_runs(s.replace(mean_of_runs=2, init_adapter="outputs/cpt/adapter"))
