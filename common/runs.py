@@ -7,6 +7,7 @@ folder (run-1, run-2, ...) and leaves its update there when done, so an interrup
 from pathlib import Path
 
 from .adapter import lora_update, reset_lora, set_mean_update
+from .cpt import EMBEDDING_MODULES
 from .distributed import is_main_process, say
 from .errors import SettingsError
 from .selection import epoch_choice
@@ -19,6 +20,11 @@ UPDATE_FILE = "run.pt"  # a finished run's A and B, log and epoch measures, in i
 def check_mean_of_runs(s: TrainSettings) -> None:
     if s.mean_of_runs < 1:
         raise SettingsError(f"MEAN_OF_RUNS must be 1 or more (1: one run, as trained), not {s.mean_of_runs}.")
+    whole = sorted(set(s.target_modules) & set(EMBEDDING_MODULES))
+    if s.mean_of_runs > 1 and whole:
+        raise SettingsError(f"MEAN_OF_RUNS > 1 keeps the mean of the runs' LoRA updates, and {', '.join(whole)} in "
+                            "TARGET_MODULES is trained whole, not as LoRA: set --mean-of-runs 1, or leave "
+                            f"{', '.join(whole)} out of TARGET_MODULES.")
     if s.mean_of_runs > 1 and s.init_adapter:
         raise SettingsError("MEAN_OF_RUNS > 1 starts each run from a fresh LoRA, so it cannot go on from "
                             f"INIT_ADAPTER {s.init_adapter}: set --mean-of-runs 1, or leave INIT_ADAPTER out.")

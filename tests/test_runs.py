@@ -90,9 +90,12 @@ def test_runs_train_in_their_own_folders_and_a_finished_run_is_not_trained_again
 
 def test_one_run_is_02_as_before_and_bad_settings_are_refused(tmp_path):
     s = TrainSettings.defaults(output_dir=str(tmp_path))
-    assert run_settings(s.replace(mean_of_runs=1), 0) is not None and run_settings(s.replace(mean_of_runs=1), 0) == \
-        s.replace(mean_of_runs=1)
+    one = s.replace(mean_of_runs=1)
+    assert run_settings(one, 0) is one  # same seed, same folder: 02 as it was
     with pytest.raises(SettingsError, match="MEAN_OF_RUNS must be 1 or more"):
         check_mean_of_runs(s.replace(mean_of_runs=0))
+    with pytest.raises(SettingsError, match="embed_tokens in TARGET_MODULES is trained whole"):
+        check_mean_of_runs(s.replace(mean_of_runs=3, target_modules=s.target_modules + ["embed_tokens"]))
+    check_mean_of_runs(s.replace(mean_of_runs=3))
     with pytest.raises(SettingsError, match="INIT_ADAPTER"):
         check_mean_of_runs(s.replace(mean_of_runs=2, init_adapter="outputs/cpt/adapter"))
