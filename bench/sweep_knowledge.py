@@ -13,8 +13,8 @@ carry the most energy against the self-replay rows': the top generalized eigenve
 Two more experiments: `layers=4-29` puts LoRA on those layers only; `cooldown=N` trains N more steps on the
 self-replay rows alone after the run (at `cooldown_lr`, default a quarter of the learning rate).
 More: `loraplus=R` trains every lora_B at R x the learning rate (LoRA+); `soup=N` trains N runs (seeds
-seed..seed+N-1) and checks their mean update (02's MEAN_OF_RUNS); `fact_tokens=fact` puts the loss of those record kinds' answers on
-their key facts (names, dates, numbers) and closing tokens only.
+seed..seed+N-1) and checks their mean update (02's MEAN_OF_RUNS); `fact_tokens=fact` puts the loss of those record
+kinds' answers on their key facts (names, dates, numbers) and closing tokens only.
 `--scales` also takes `iK` / `iKsS`: the update whole but for its intruder dimensions (the tuned weights' top
 singular vectors unlike any of the base's, cosine below S, default 0.5), which keep K of their singular value; and
 `aXmY`: the attention layers' update at X of itself, the MLP layers' at Y (either left out: 1).
@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common.adapter import lora_update, reset_lora, set_mean_update, update_scaled  # noqa: E402
+from common.adapter import lora_layers, lora_update, reset_lora, set_mean_update, update_scaled  # noqa: E402
 from common.dataset import load_dataset_dir  # noqa: E402
 from common.evaluation import evaluate_knowledge  # noqa: E402
 from common.knowledge import PLAIN_QUESTIONS_FILE, read_jsonl, read_questions  # noqa: E402
@@ -123,9 +123,7 @@ def intruders_scaled(model, *, keep: float, top: int = 10, similarity: float = 0
     import torch
     found, trained = 0, {}
     with torch.no_grad():
-        for m in model.modules():
-            if not hasattr(m, "lora_A"):
-                continue
+        for _, m in lora_layers(model):
             a, b, scaling = m.lora_A["default"], m.lora_B["default"], m.scaling["default"]
             w0 = m.base_layer.weight.float()
             delta = scaling * b.weight.float() @ a.weight.float()
@@ -156,8 +154,7 @@ def groups_scaled(model, *, attention: float, mlp: float):
     """The model, for the duration, with the attention layers' LoRA update at `attention` of itself and the MLP
     layers' at `mlp`; then exactly as trained."""
     import torch
-    layers = [(name, linear) for name, module in model.named_modules() if hasattr(module, "lora_B")
-              for linear in module.lora_B.values()]
+    layers = [(name, linear) for name, module in lora_layers(model) for linear in module.lora_B.values()]
     kept = [linear.weight.detach().clone() for _, linear in layers]
     with torch.no_grad():
         for name, linear in layers:

@@ -16,9 +16,14 @@ def check_adapter_scale(scale: float) -> None:
         raise SettingsError(f"ADAPTER_SCALE must be above 0 and at most 1 (1: the update as trained), not {scale}.")
 
 
+def lora_layers(model) -> list[tuple[str, object]]:
+    """(name, module) of every LoRA layer."""
+    return [(name, module) for name, module in model.named_modules() if hasattr(module, "lora_A")]
+
+
 def lora_b_layers(model) -> list:
     """The lora_B linears of every LoRA layer: scaling their weights scales the whole LoRA update."""
-    return [linear for module in model.modules() if hasattr(module, "lora_B") for linear in module.lora_B.values()]
+    return [linear for _, module in lora_layers(model) for linear in module.lora_B.values()]
 
 
 def scale_adapter(model, scale: float) -> str:
@@ -51,15 +56,11 @@ def update_scaled(model, scale: float):
                 linear.weight.copy_(weight)
 
 
-def lora_layers(model) -> list[tuple[str, object]]:
-    """(name, module) of every LoRA layer."""
-    return [(name, module) for name, module in model.named_modules() if hasattr(module, "lora_A")]
-
-
 def lora_update(model) -> dict:
     """Each LoRA layer's trained A and B (copies in CPU memory): one run's update, for `set_mean_update`."""
-    return {name: (module.lora_A["default"].weight.detach().to("cpu", copy=True),
-                   module.lora_B["default"].weight.detach().to("cpu", copy=True)) for name, module in lora_layers(model)}
+    def weight(linears):
+        return linears["default"].weight.detach().to("cpu", copy=True)
+    return {name: (weight(module.lora_A), weight(module.lora_B)) for name, module in lora_layers(model)}
 
 
 def reset_lora(model, seed: int) -> None:

@@ -1,8 +1,9 @@
 """MEAN_OF_RUNS: the adapter as the mean LoRA update of several training runs, each from its own seed (its LoRA start
 and batch order). What a run learns of the papers is mostly the same from seed to seed; much of its drift elsewhere
 (confident invented answers to everyday questions) is its own, and averages away: on the embedded model (H200),
-3 runs kept 88% of the everyday answers at the question recall that one run reaches keeping 77-79% (bench/README.md). Each run trains in its own
-folder (run-1, run-2, ...) and leaves its update there when done, so an interrupted 02 resumes in the run it was in.
+3 runs kept 88% of the everyday answers at the question recall that one run reaches keeping 77-79%
+(bench/README.md). Each run trains in its own folder (run-1, run-2, ...) and leaves its update there when done, so
+an interrupted 02 resumes in the run it was in.
 """
 from pathlib import Path
 
@@ -46,37 +47,44 @@ def joined_history(history: list[dict], earlier: list[dict], run: int) -> list[d
                        **({"tokens": h["tokens"] + tokens} if "tokens" in h else {})} for h in history]
 
 
+def train_one_run(model, tokenizer, rows: list[dict], s: TrainSettings, *, device: str, eval_rows: list[dict],
+                  held_out: list[dict]) -> tuple[list[dict], list[dict]]:
+    """One run from its last checkpoint in s.output_dir, keeping its best epoch where KEEP_BEST_EPOCH is on: its log
+    history and its epochs' measures."""
+    choice = epoch_choice(model, tokenizer, s, forgetting=held_out)  # None where KEEP_BEST_EPOCH is off
+    steps = train_model(model, tokenizer, rows, s, device=device, eval_rows=eval_rows,
+                        resume_from=resume_checkpoint(s.output_dir, s.resume),
+                        on_epoch_end=choice.measure if choice else None)
+    if not choice:
+        return steps, []
+    say(choice.keep_best(model))
+    return steps, choice.epochs
+
+
 def train_runs(model, tokenizer, rows: list[dict], s: TrainSettings, *, device: str, eval_rows: list[dict],
                held_out: list[dict]) -> tuple[list[dict], list[dict]]:
     """Train MEAN_OF_RUNS runs of `model`'s LoRA on `rows` (each keeping its best epoch where KEEP_BEST_EPOCH is on),
     then leave their mean update in `model`. Returns the joined log history and the epoch choices' measures."""
+    if s.mean_of_runs == 1:
+        return train_one_run(model, tokenizer, rows, s, device=device, eval_rows=eval_rows, held_out=held_out)
     import torch
     history, epochs, updates = [], [], []
     for run in range(s.mean_of_runs):
         r = run_settings(s, run)
         saved = Path(r.output_dir) / UPDATE_FILE
-        if s.mean_of_runs > 1:
-            if s.resume and saved.exists():
-                say(f"Run {run + 1} of {s.mean_of_runs} was finished before: its update read from {saved}.")
-                done = torch.load(saved)
-                updates.append(done["update"])
-                history, epochs = joined_history(done["history"], history, run), epochs + done["epochs"]
-                continue
-            say(f"Run {run + 1} of {s.mean_of_runs} (seed {r.seed}), in {r.output_dir}.")
+        if s.resume and saved.exists():
+            say(f"Run {run + 1} of {s.mean_of_runs} was finished before: its update read from {saved}.")
+            done = torch.load(saved)
+            updates.append(done["update"])
+            history, epochs = joined_history(done["history"], history, run), epochs + done["epochs"]
+            continue
+        say(f"Run {run + 1} of {s.mean_of_runs} (seed {r.seed}), in {r.output_dir}.")
         if run:
             reset_lora(model, r.seed)
-        choice = epoch_choice(model, tokenizer, r, forgetting=held_out)  # None where KEEP_BEST_EPOCH is off
-        steps = train_model(model, tokenizer, rows, r, device=device, eval_rows=eval_rows,
-                            resume_from=resume_checkpoint(r.output_dir, r.resume),
-                            on_epoch_end=choice.measure if choice else None)
-        chosen = []
-        if choice:
-            say(choice.keep_best(model))
-            chosen = [{**e, "run": run + 1} for e in choice.epochs] if s.mean_of_runs > 1 else choice.epochs
-        epochs += chosen
-        if s.mean_of_runs == 1:
-            return steps, epochs
-        history = joined_history(steps, history, run)
+        steps, chosen = train_one_run(model, tokenizer, rows, r, device=device, eval_rows=eval_rows,
+                                      held_out=held_out)
+        chosen = [{**e, "run": run + 1} for e in chosen]
+        history, epochs = joined_history(steps, history, run), epochs + chosen
         updates.append(lora_update(model))
         if is_main_process():
             saved.parent.mkdir(parents=True, exist_ok=True)
