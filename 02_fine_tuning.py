@@ -21,7 +21,7 @@ from common.gpu_memory import check_load_in_4bit, with_load_in_4bit
 from common.models import choose_device, load_tokenizer, resolve_model_path
 from common.replay import hold_out, mix_replay, replay_records
 from common.report import run_summary, write_training_report
-from common.runs import check_mean_of_runs, train_runs
+from common.runs import check_mean_of_runs, train_runs, with_mean_of_runs
 from common.settings import TrainSettings
 from common.tokenizing import check_tokenized, tokenize_cached, tokenize_rows
 from common.tracking import check_tracking
@@ -58,8 +58,8 @@ LOGGING_STEPS = 1  # log the training loss every N steps
 EVAL_STEPS = 50  # loss on the test split every N steps (0: only at the end); on 2 CPU cores one takes ~12 s
 SAVE_STEPS = 10  # write a checkpoint every N steps (0: none, so no resume)
 SAVE_TOTAL_LIMIT = 2  # checkpoints kept: the latest ones, plus the best by eval loss
-ADAPTER_SCALE = 0.8  # share of the trained LoRA update kept in the adapter (1: as trained; less forgets less)
-MEAN_OF_RUNS = 1  # runs from seeds SEED, SEED+1, ...; the adapter keeps their mean LoRA update (forgets less; N x time)
+ADAPTER_SCALE = -1.0  # share of the trained LoRA update kept (1: as trained; less forgets less; -1: auto)
+MEAN_OF_RUNS = -1  # runs from seeds SEED, SEED+1...; their mean update kept (-1: 3 on a GPU at scale 1, else 1 at 0.8)
 KEEP_BEST_EPOCH = True  # keep the epoch that learned most about the papers net of what it forgot, not just the last
 EVALUATE = True  # after training: base vs tuned on held-out loss, closed-book questions and general prompts
 REPORT_TO = "none"  # experiment tracking: none, tensorboard, wandb, trackio, or a comma list (TRL's report_to)
@@ -79,6 +79,8 @@ def main():
         check_push_settings(s.hub_model_id, hf_token())  # fail now, not after training
     check_training_mode(s.training_mode)
     check_load_in_4bit(s.load_in_4bit)
+    s, runs = with_mean_of_runs(s, device)  # auto: 3 runs at scale 1 on a GPU, 1 run at 0.8 on the CPU
+    say(runs)
     check_adapter_scale(s.adapter_scale)
     check_mean_of_runs(s)
     check_tracking(s.report_to)  # a missing package or login: now, not after the data is ready

@@ -14,7 +14,9 @@ Two more experiments: `layers=4-29` puts LoRA on those layers only; `cooldown=N`
 self-replay rows alone after the run (at `cooldown_lr`, default a quarter of the learning rate).
 More: `loraplus=R` trains every lora_B at R x the learning rate (LoRA+); `soup=N` trains N runs (seeds
 seed..seed+N-1) and checks their mean update (02's MEAN_OF_RUNS); `fact_tokens=fact` puts the loss of those record
-kinds' answers on their key facts (names, dates, numbers) and closing tokens only.
+kinds' answers on their key facts (names, dates, numbers) and closing tokens only; `branch=N` trains one run's first
+epoch once, then its second epoch N times (seeds seed..seed+N-1: other batch orders) from there, and checks their mean
+update; `answer_first=true` opens each fact record's answer to a question that asks for one fact with that fact.
 `--scales` also takes `iK` / `iKsS`: the update whole but for its intruder dimensions (the tuned weights' top
 singular vectors unlike any of the base's, cosine below S, default 0.5), which keep K of their singular value; and
 `aXmY`: the attention layers' update at X of itself, the MLP layers' at Y (either left out: 1).
@@ -36,6 +38,7 @@ from common.evaluation import evaluate_knowledge  # noqa: E402
 from common.knowledge import PLAIN_QUESTIONS_FILE, read_jsonl, read_questions  # noqa: E402
 from common.models import load_causal_lm, load_tokenizer, resolve_model_path  # noqa: E402
 from common.replay import mix_replay, replay_records  # noqa: E402
+from common.runs import with_mean_of_runs  # noqa: E402
 from common.settings import TrainSettings  # noqa: E402
 from common.tokenizing import tokenize_rows  # noqa: E402
 from common.training import lora_config, train_cpu  # noqa: E402
@@ -43,8 +46,8 @@ from common.training import lora_config, train_cpu  # noqa: E402
 
 # the harness's own options (not 02's), each with how its value is read
 EXPERIMENTS = {"drop": lambda value: value.split("+"), "lora_a": str, "layers": str, "cooldown": int,
-               "cooldown_lr": float, "loraplus": float, "soup": int,
-               "fact_tokens": lambda value: value.split("+")}
+               "cooldown_lr": float, "loraplus": float, "soup": int, "branch": int,
+               "fact_tokens": lambda value: value.split("+"), "answer_first": lambda value: value.lower() == "true"}
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")  # the LoRA layers a scale "aX" applies to; "mY": the rest
 
 
@@ -221,6 +224,22 @@ def fact_tokens_only(row: dict, record: dict, tokenizer, prompt_format: str) -> 
     return {**row, "labels": labels}
 
 
+def answer_first(record: dict) -> dict:
+    """A fact record whose question asks for one fact (augment.question_for_fact, alias_questions), answered with
+    that fact first, then the sentence: "In what year was the station founded?" -> "1987. The station was ..."."""
+    from common.augment import _ALIAS, alias_questions, question_for_fact
+    from common.knowledge import facts_worth_asking
+    if record["template"] != "fact":
+        return record
+    sentence, question = record["output"], record["instruction"]
+    answers = {question_for_fact(sentence, f): f for f in facts_worth_asking(sentence, record["title"])}
+    for name, alias in _ALIAS.findall(sentence):
+        asked = alias_questions(f"{name} ({alias})")
+        answers.update(zip(asked, [name] if alias.isupper() else [alias, name]))
+    fact = answers.get(question)
+    return {**record, "output": f"{fact[:1].upper() + fact[1:]}. {sentence}"} if fact else record
+
+
 def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales=None) -> list[dict]:
     """Train one adapter the CPU recipe's way on `device` and return its knowledge check, one per LoRA scale
     (`scales` of the trained update; None: the settings' ADAPTER_SCALE, as 02 saves it)."""
@@ -229,13 +248,17 @@ def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales
     experiment = {key: overrides.pop(key) for key in EXPERIMENTS if key in overrides}
     drop, lora_a, layers = experiment.get("drop", []), experiment.get("lora_a"), experiment.get("layers")
     cooldown, cooldown_lr = experiment.get("cooldown", 0), experiment.get("cooldown_lr")
-    loraplus, soup = experiment.get("loraplus"), experiment.get("soup", 1)
+    loraplus, soup, branch = experiment.get("loraplus"), experiment.get("soup", 1), experiment.get("branch", 1)
     fact_kinds = experiment.get("fact_tokens", [])
     s = TrainSettings.defaults(dataset_dir=dataset_dir, evaluate=False, save_steps=0, eval_steps=0, **overrides)
     model_path = resolve_model_path(s.model_name)
     tokenizer = load_tokenizer(model_path)
     dataset = load_dataset_dir(dataset_dir)
     records = [r for r in dataset["train"] if r["template"] not in drop]
+    if experiment.get("answer_first"):
+        records = [answer_first(r) for r in records]
+        print(f"answer_first: {sum(r['output'] != o['output'] for r, o in zip(records, dataset['train']))} records",
+              flush=True)
     replay = replay_records(model_name=s.model_name, model_path=model_path, tokenizer=tokenizer,
                             prompt_format=s.prompt_format, device=device) if s.replay_fraction > 0 else []
     mixed = mix_replay(records, replay, s.replay_fraction)
@@ -256,13 +279,26 @@ def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales
                    paper_rows=tokenize_rows(records, tokenizer, s.prompt_format, s.max_seq_length).rows)
     start = time.time()
     with loraplus_groups(loraplus) if loraplus else nullcontext():
-        history = train_cpu(model, train.rows, tokenizer.pad_token_id, s)
-        updates = [lora_update(model)]
+        if branch > 1:  # the first epoch once, checkpointed, then the second epoch from there in other orders
+            import tempfile
+            from common.training import total_steps
+            epoch = total_steps([len(r["input_ids"]) for r in train.rows], s.replace(num_epochs=1.0))
+            tmp = tempfile.mkdtemp()
+            history = train_cpu(model, train.rows, tokenizer.pad_token_id, s.replace(save_steps=epoch),
+                                output_dir=tmp)
+            updates = [lora_update(model)]
+            for k in range(1, branch):
+                train_cpu(model, train.rows, tokenizer.pad_token_id, s.replace(seed=s.seed + k),
+                          resume_from=f"{tmp}/checkpoints/checkpoint-{epoch}")
+                updates.append(lora_update(model))
+        else:
+            history = train_cpu(model, train.rows, tokenizer.pad_token_id, s)
+            updates = [lora_update(model)]
         for k in range(1, soup):  # more runs from other seeds, then their mean update, as 02's MEAN_OF_RUNS
             reset_lora(model, s.seed + k)
             train_cpu(model, train.rows, tokenizer.pad_token_id, s.replace(seed=s.seed + k))
             updates.append(lora_update(model))
-    if soup > 1:
+    if soup > 1 or branch > 1:
         print(set_mean_update(model, updates), flush=True)
     if cooldown:  # then a few steps on the self-replay rows alone
         history += train_cpu(model, general, tokenizer.pad_token_id,
@@ -272,7 +308,8 @@ def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales
     plain = [q for q in read_jsonl(Path(dataset_dir) / PLAIN_QUESTIONS_FILE) if q.get("trained", True)]
     steps = [h for h in history if "loss" in h]
     out = []
-    for scale in scales or [s.adapter_scale]:
+    as_saved = with_mean_of_runs(s.replace(mean_of_runs=max(soup, branch)), device)[0].adapter_scale  # as 02 would
+    for scale in scales or [as_saved]:
         with scaled(model, scale):
             results = evaluate_knowledge(model, tokenizer, test_rows=test.rows, questions=read_questions(dataset_dir),
                                          plain_questions=plain, prompt_format=s.prompt_format)

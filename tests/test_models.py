@@ -1,4 +1,7 @@
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 from safetensors import safe_open
 
@@ -39,3 +42,14 @@ def test_unreachable_hub_model_gives_a_clear_error():
         assert "no-such-user/no-such-model-xyz" in str(error) and EMBEDDED_MODEL in str(error)
     else:
         raise AssertionError("expected a ModelError")
+
+
+def test_processes_preparing_the_embedded_model_at_once_all_get_it_whole(tmp_path):
+    dest = tmp_path / "embedded"
+    code = f"from common.models import prepare_embedded_model; prepare_embedded_model({str(dest)!r})"
+    jobs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).parents[1]) for _ in range(2)]
+    errors = [job.communicate()[1] for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0], errors
+    assert (dest / "model.safetensors").exists() and (dest / "tokenizer_config.json").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["embedded"]  # no half-made copy left beside it

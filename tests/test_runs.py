@@ -2,9 +2,10 @@
 import pytest
 import torch
 
-from common.adapter import lora_layers, lora_update, reset_lora, set_mean_update
+from common.adapter import check_adapter_scale, lora_layers, lora_update, reset_lora, set_mean_update
 from common.errors import SettingsError
-from common.runs import UPDATE_FILE, check_mean_of_runs, run_settings, train_runs
+from common.runs import (AUTO, UPDATE_FILE, check_mean_of_runs, run_settings, train_runs,
+                         with_mean_of_runs)
 from common.settings import TrainSettings
 from common.tokenizing import tokenize_rows
 
@@ -92,10 +93,30 @@ def test_one_run_is_02_as_before_and_bad_settings_are_refused(tmp_path):
     s = TrainSettings.defaults(output_dir=str(tmp_path))
     one = s.replace(mean_of_runs=1)
     assert run_settings(one, 0) is one  # same seed, same folder: 02 as it was
-    with pytest.raises(SettingsError, match="MEAN_OF_RUNS must be 1 or more"):
+    with pytest.raises(SettingsError, match="MEAN_OF_RUNS must be -1"):
         check_mean_of_runs(s.replace(mean_of_runs=0))
     with pytest.raises(SettingsError, match="embed_tokens in TARGET_MODULES is trained whole"):
         check_mean_of_runs(s.replace(mean_of_runs=3, target_modules=s.target_modules + ["embed_tokens"]))
     check_mean_of_runs(s.replace(mean_of_runs=3))
     with pytest.raises(SettingsError, match="INIT_ADAPTER"):
         check_mean_of_runs(s.replace(mean_of_runs=2, init_adapter="outputs/cpt/adapter"))
+
+
+def test_auto_is_three_runs_at_scale_1_on_a_gpu_and_one_at_0_8_on_the_cpu(tmp_path):
+    s = TrainSettings.defaults(output_dir=str(tmp_path))
+    assert (s.mean_of_runs, s.adapter_scale) == (AUTO, AUTO)  # 02's defaults
+    decided = lambda settings, device: (lambda r: (r.mean_of_runs, r.adapter_scale))(  # noqa: E731
+        with_mean_of_runs(settings, device)[0])
+    assert decided(s, "cuda") == (3, 1.0)
+    assert decided(s, "cpu") == (1, 0.8)
+    assert decided(s.replace(init_adapter="outputs/cpt/adapter"), "cuda") == (1, 0.8)  # would be refused as 3
+    assert decided(s.replace(training_mode="cpt"), "cuda") == (1, 0.8)
+    assert decided(s.replace(target_modules=s.target_modules + ["lm_head"]), "cuda") == (1, 0.8)
+    assert decided(s.replace(mean_of_runs=2), "cpu") == (2, 1.0)  # set runs, auto scale follows
+    assert decided(s.replace(adapter_scale=0.5), "cuda") == (3, 0.5)  # a set scale is kept
+    assert decided(s.replace(mean_of_runs=1, adapter_scale=1.0), "cuda") == (1, 1.0)
+    assert "MEAN_OF_RUNS 3" in with_mean_of_runs(s, "cuda")[1] and "--mean-of-runs 1" in with_mean_of_runs(s, "cuda")[1]
+    for device in ("cuda", "cpu"):
+        resolved = with_mean_of_runs(s, device)[0]
+        check_mean_of_runs(resolved)
+        check_adapter_scale(resolved.adapter_scale)
