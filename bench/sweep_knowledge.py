@@ -26,6 +26,7 @@ import argparse
 import json
 import re
 import sys
+import tempfile
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -33,15 +34,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common.adapter import lora_layers, lora_update, reset_lora, set_mean_update, update_scaled  # noqa: E402
+from common.augment import _ALIAS, alias_questions, question_for_fact  # noqa: E402
 from common.dataset import load_dataset_dir  # noqa: E402
 from common.evaluation import evaluate_knowledge  # noqa: E402
-from common.knowledge import PLAIN_QUESTIONS_FILE, read_jsonl, read_questions  # noqa: E402
+from common.knowledge import PLAIN_QUESTIONS_FILE, facts_worth_asking, read_jsonl, read_questions  # noqa: E402
 from common.models import load_causal_lm, load_tokenizer, resolve_model_path  # noqa: E402
 from common.replay import mix_replay, replay_records  # noqa: E402
 from common.runs import with_mean_of_runs  # noqa: E402
 from common.settings import TrainSettings  # noqa: E402
 from common.tokenizing import tokenize_rows  # noqa: E402
-from common.training import lora_config, train_cpu  # noqa: E402
+from common.training import lora_config, total_steps, train_cpu  # noqa: E402
 
 
 # the harness's own options (not 02's), each with how its value is read
@@ -227,8 +229,6 @@ def fact_tokens_only(row: dict, record: dict, tokenizer, prompt_format: str) -> 
 def answer_first(record: dict) -> dict:
     """A fact record whose question asks for one fact (augment.question_for_fact, alias_questions), answered with
     that fact first, then the sentence: "In what year was the station founded?" -> "1987. The station was ..."."""
-    from common.augment import _ALIAS, alias_questions, question_for_fact
-    from common.knowledge import facts_worth_asking
     if record["template"] != "fact":
         return record
     sentence, question = record["output"], record["instruction"]
@@ -280,8 +280,6 @@ def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales
     start = time.time()
     with loraplus_groups(loraplus) if loraplus else nullcontext():
         if branch > 1:  # the first epoch once, checkpointed, then the second epoch from there in other orders
-            import tempfile
-            from common.training import total_steps
             epoch = total_steps([len(r["input_ids"]) for r in train.rows], s.replace(num_epochs=1.0))
             tmp = tempfile.mkdtemp()
             history = train_cpu(model, train.rows, tokenizer.pad_token_id, s.replace(save_steps=epoch),

@@ -105,8 +105,11 @@ def test_one_run_is_02_as_before_and_bad_settings_are_refused(tmp_path):
 def test_auto_is_three_runs_at_scale_1_on_a_gpu_and_one_at_0_8_on_the_cpu(tmp_path):
     s = TrainSettings.defaults(output_dir=str(tmp_path))
     assert (s.mean_of_runs, s.adapter_scale) == (AUTO, AUTO)  # 02's defaults
-    decided = lambda settings, device: (lambda r: (r.mean_of_runs, r.adapter_scale))(  # noqa: E731
-        with_mean_of_runs(settings, device)[0])
+
+    def decided(settings, device):
+        resolved = with_mean_of_runs(settings, device)[0]
+        return resolved.mean_of_runs, resolved.adapter_scale
+
     assert decided(s, "cuda") == (3, 1.0)
     assert decided(s, "cpu") == (1, 0.8)
     assert decided(s.replace(init_adapter="outputs/cpt/adapter"), "cuda") == (1, 0.8)  # would be refused as 3
