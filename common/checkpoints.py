@@ -73,6 +73,7 @@ def check_output_space(output_dir, model_path, s) -> int:
     if trains_embeddings(s):  # embed_tokens / lm_head trained whole: both where untied
         lora_params += config.get("vocab_size", 32000) * hidden * (1 if config.get("tie_word_embeddings") else 2)
     need = lora_params * 4 * 3 * (max(1, s.save_total_limit) + 2)  # fp32 weights + Adam moments, per copy
+    need *= max(1, s.mean_of_runs)  # each of MEAN_OF_RUNS runs keeps its own checkpoints
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(output_dir).free
     if free < need:

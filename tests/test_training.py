@@ -171,7 +171,8 @@ def test_no_space_for_checkpoints_is_refused_before_loading(tmp_path, embedded_p
     from common.checkpoints import check_output_space
     from common.errors import TrainingError
     settings = TrainSettings.defaults()
-    assert check_output_space(tmp_path, embedded_path, settings) > 0
+    one = check_output_space(tmp_path, embedded_path, settings.replace(mean_of_runs=1))
+    assert one > 0 and check_output_space(tmp_path, embedded_path, settings.replace(mean_of_runs=3)) == 3 * one
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(TrainingError, match="Not enough disk space"):
         check_output_space(tmp_path, embedded_path, settings)
