@@ -92,7 +92,8 @@ def cpu_autocast_speedup() -> float:
     """How many times faster this CPU runs a forward and backward of one MLP block of the embedded model's shape
     under bf16 autocast than in fp32. CPUs differ more than their features say: 1.7x a training step on 2 AMD EPYC
     cores with AVX-512 bf16 (2026-12-04), 0.69x on 2 Xeon cores with AVX-512 bf16 and no AMX (2026-12-03). The best
-    of 5 timings of each, so that another busy process changes little; about a second."""
+    of 5 timings of each, so that another busy process changes little; about a second (two bf16 steps where bf16 is
+    emulated: 0.02x on 2 AMD EPYC cores without AVX-512, 2026-12-06)."""
     import time
     import torch
     generator = torch.Generator().manual_seed(0)
@@ -105,16 +106,19 @@ def cpu_autocast_speedup() -> float:
             out = torch.nn.functional.linear(torch.nn.functional.silu(torch.nn.functional.linear(inputs, up)), down)
         out.float().sum().backward()
 
+    def timed(autocast: bool, steps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step(autocast)
+        return time.perf_counter() - start
+
     def best_time(autocast: bool) -> float:
         step(autocast)
-        times = []
-        for _ in range(5):
-            start = time.perf_counter()
-            for _ in range(3):
-                step(autocast)
-            times.append(time.perf_counter() - start)
-        return min(times)
-    return best_time(False) / best_time(True)
+        return min(timed(autocast, 3) for _ in range(5))
+    fp32 = best_time(False)
+    step(True)
+    one = timed(True, 1)  # bf16 emulated (no AVX-512 bf16) is ~50x slower: one step says so, without 16 more
+    return fp32 / (3 * one) if one > fp32 else fp32 / best_time(True)
 
 
 def cpu_supports_bf16() -> bool:
