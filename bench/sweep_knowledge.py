@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common.adapter import lora_layers, lora_update, reset_lora, set_mean_update, update_scaled  # noqa: E402
-from common.augment import _ALIAS, alias_questions, question_for_fact  # noqa: E402
+from common.augment import alias_answers, question_for_fact  # noqa: E402
 from common.dataset import load_dataset_dir  # noqa: E402
 from common.evaluation import evaluate_knowledge  # noqa: E402
 from common.knowledge import PLAIN_QUESTIONS_FILE, facts_worth_asking, read_jsonl, read_questions  # noqa: E402
@@ -227,16 +227,13 @@ def fact_tokens_only(row: dict, record: dict, tokenizer, prompt_format: str) -> 
 
 
 def answer_first(record: dict) -> dict:
-    """A fact record whose question asks for one fact (augment.question_for_fact, alias_questions), answered with
+    """A fact record whose question asks for one fact (augment.question_for_fact, alias_answers), answered with
     that fact first, then the sentence: "In what year was the station founded?" -> "1987. The station was ..."."""
     if record["template"] != "fact":
         return record
     sentence, question = record["output"], record["instruction"]
     answers = {question_for_fact(sentence, f): f for f in facts_worth_asking(sentence, record["title"])}
-    for name, alias in _ALIAS.findall(sentence):
-        asked = alias_questions(f"{name} ({alias})")
-        answers.update(zip(asked, [name] if alias.isupper() else [alias, name]))
-    fact = answers.get(question)
+    fact = {**answers, **dict(alias_answers(sentence))}.get(question)
     return {**record, "output": f"{fact[:1].upper() + fact[1:]}. {sentence}"} if fact else record
 
 

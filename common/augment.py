@@ -226,14 +226,20 @@ def alias_questions(sentence: str) -> list[str]:
     """Questions that ask for a name given in brackets after another: "Tessellated Ring Counting (TRC)" -> "What does
     TRC stand for?"; "the Velmora tidal-lichen (Halocladia velmorensis)" -> "What is the Velmora tidal-lichen also
     called?"."""
-    questions = []
+    return [question for question, _ in alias_answers(sentence)]
+
+
+def alias_answers(sentence: str) -> list[tuple[str, str]]:
+    """alias_questions' questions, each with the name it asks for."""
+    pairs = []
     for name, alias in _ALIAS.findall(sentence):
         if alias.isupper():
-            questions.append(f"What does {alias} stand for?")
+            pairs.append((f"What does {alias} stand for?", name))
         else:
-            questions += [f"What is the {name} also called?" if name[0].islower() or " " in name and
-                          name.split()[1][0].islower() else f"What is {name} also called?", f"What is {alias}?"]
-    return questions
+            pairs += [(f"What is the {name} also called?" if name[0].islower() or " " in name and
+                       name.split()[1][0].islower() else f"What is {name} also called?", alias),
+                      (f"What is {alias}?", name)]
+    return pairs
 
 
 def question_for_fact(sentence: str, fact: str) -> str:

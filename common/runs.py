@@ -13,7 +13,7 @@ the demo. ADAPTER_SCALE then follows: 1 for a mean of runs (the mean already for
 from pathlib import Path
 
 from .adapter import lora_update, reset_lora, set_mean_update
-from .cpt import EMBEDDING_MODULES
+from .cpt import EMBEDDING_MODULES, trains_embeddings
 from .distributed import is_main_process, say
 from .errors import SettingsError
 from .selection import epoch_choice
@@ -30,7 +30,7 @@ def auto_runs(s: TrainSettings, device: str) -> tuple[int, str]:
     """MEAN_OF_RUNS auto: (runs, why)."""
     if device != "cuda":
         return 1, "one run on the CPU (--mean-of-runs 3 forgets less, at 3x the time)"
-    if s.training_mode != "sft" or s.init_adapter or set(s.target_modules) & set(EMBEDDING_MODULES):
+    if s.training_mode != "sft" or s.init_adapter or trains_embeddings(s):
         return 1, "one run: a mean of runs is for fresh LoRA sft runs (no INIT_ADAPTER, cpt or whole embeddings)"
     return GPU_RUNS, f"{GPU_RUNS} runs on the GPU, their mean update kept (forgets less; --mean-of-runs 1: a third " \
                      "of the time)"

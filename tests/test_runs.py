@@ -118,7 +118,8 @@ def test_auto_is_three_runs_at_scale_1_on_a_gpu_and_one_at_0_8_on_the_cpu(tmp_pa
     assert decided(s.replace(mean_of_runs=2), "cpu") == (2, 1.0)  # set runs, auto scale follows
     assert decided(s.replace(adapter_scale=0.5), "cuda") == (3, 0.5)  # a set scale is kept
     assert decided(s.replace(mean_of_runs=1, adapter_scale=1.0), "cuda") == (1, 1.0)
-    assert "MEAN_OF_RUNS 3" in with_mean_of_runs(s, "cuda")[1] and "--mean-of-runs 1" in with_mean_of_runs(s, "cuda")[1]
+    said = with_mean_of_runs(s, "cuda")[1]
+    assert "MEAN_OF_RUNS 3" in said and "--mean-of-runs 1" in said
     for device in ("cuda", "cpu"):
         resolved = with_mean_of_runs(s, device)[0]
         check_mean_of_runs(resolved)
