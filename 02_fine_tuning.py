@@ -60,6 +60,7 @@ SAVE_STEPS = 10  # write a checkpoint every N steps (0: none, so no resume)
 SAVE_TOTAL_LIMIT = 2  # checkpoints kept: the latest ones, plus the best by eval loss
 ADAPTER_SCALE = -1.0  # share of the trained LoRA update kept (1: as trained; less forgets less; -1: auto)
 MEAN_OF_RUNS = -1  # runs from seeds SEED, SEED+1...; their mean update kept (-1: 3 on a GPU at scale 1, else 1 at 0.8)
+RUNS_SIDE_BY_SIDE = "auto"  # those runs at once, each in its own process: auto (on a GPU with room for all), true, false
 KEEP_BEST_EPOCH = True  # keep the epoch that learned most about the papers net of what it forgot, not just the last
 EVALUATE = True  # after training: base vs tuned on held-out loss, closed-book questions and general prompts
 REPORT_TO = "none"  # experiment tracking: none, tensorboard, wandb, trackio, or a comma list (TRL's report_to)
@@ -110,7 +111,7 @@ def main():
     if s.init_adapter and (restored := restore_trained_update(model, s.init_adapter)):
         say(restored)
     history, epochs = train_runs(model, tokenizer, train.rows, s, device=device, eval_rows=test.rows,
-                                 held_out=held_out)  # MEAN_OF_RUNS runs, each keeping its best epoch
+                                 held_out=held_out, model_path=model_path)  # MEAN_OF_RUNS runs, each its best epoch
     say(scale_adapter(model, s.adapter_scale))
     adapter_dir = save_adapter(model, tokenizer, s, history)
     summary = run_summary(train, test, history, device=device, s=s, processes=world_size())

@@ -11,6 +11,10 @@ only each layer's input is kept (offloaded to CPU memory) and the layer's forwar
 2N more FLOPs a token on the 4N a frozen base needs (N: the matrix weights), +42-44% tokens/s without it on an
 H200 (see bench/README.md), for memory that a large card has to spare. "auto" turns it off where the largest batch's
 activations fit in the free GPU memory, and turns it back on if the run runs out of memory all the same.
+
+MEAN_OF_RUNS's runs train side by side (RUNS_SIDE_BY_SIDE "auto") where the card holds them all: a small model's
+step is mostly Python and kernel launches, so one run leaves the card idle most of the time, and several runs in
+their own processes each train about as fast as one alone (bench/README.md).
 """
 import json
 import math
@@ -22,6 +26,8 @@ from .errors import SettingsError
 GRADIENT_CHECKPOINTINGS = ("auto", "unsloth", "true", "false")
 UNSLOTH_VALUES = {"unsloth": "unsloth", "true": True, "false": False}  # Unsloth's use_gradient_checkpointing
 LOAD_IN_4BITS = ("auto", "true", "false")
+RUNS_SIDE_BY_SIDES = ("auto", "true", "false")
+PROCESS_BYTES = 2**30  # a process's own GPU memory beyond its tensors: CUDA context, cuBLAS workspace, kernels
 SIXTEEN_BIT_SHARE = 0.25  # "auto" loads 16-bit weights where they take at most this share of the free GPU memory
 FREE_MEMORY_SHARE = 0.75  # "auto" runs without checkpointing where the activations take at most this share of it
 Result = TypeVar("Result")
@@ -146,6 +152,30 @@ def choose_gradient_checkpointing(mode: str, *, activations: int, free: int) -> 
     if activations <= FREE_MEMORY_SHARE * free:
         return "false", f"auto: {sizes}: they fit"
     return "unsloth", f"auto: {sizes}: they do not fit in {FREE_MEMORY_SHARE:.0%} of it"
+
+
+def check_runs_side_by_side(mode: str) -> None:
+    if mode not in RUNS_SIDE_BY_SIDES:
+        raise SettingsError(f"RUNS_SIDE_BY_SIDE must be one of {', '.join(RUNS_SIDE_BY_SIDES)}, not {mode!r}.")
+
+
+def choose_runs_side_by_side(mode: str, *, runs: int, device: str, run_bytes: int, activations: int,
+                             free: int) -> tuple[bool, str]:
+    """(whether `runs` runs train at once, each in its own process; why). "true"/"false" are kept; "auto": on a CUDA
+    GPU, where the other runs' processes (`run_bytes` each: weights, LoRA and optimizer; plus their `activations`
+    and PROCESS_BYTES) and this process's activations take at most FREE_MEMORY_SHARE of the `free` GPU memory."""
+    check_runs_side_by_side(mode)
+    if runs < 2 or mode == "false":
+        return False, "one after the other" + (" (RUNS_SIDE_BY_SIDE false)" if runs > 1 else "")
+    if mode == "true":
+        return True, "side by side, as set (RUNS_SIDE_BY_SIDE)"
+    if device != "cuda":
+        return False, "one after the other (auto: on the CPU each run takes every core)"
+    need = (runs - 1) * (run_bytes + activations + PROCESS_BYTES) + activations
+    sizes = f"{runs} runs need ~{gib(need)} more, against {gib(free)} of free GPU memory"
+    if need <= FREE_MEMORY_SHARE * free:
+        return True, f"side by side (auto: {sizes})"
+    return False, f"one after the other (auto: {sizes}: more than {FREE_MEMORY_SHARE:.0%} of it)"
 
 
 def is_out_of_memory(error: BaseException) -> bool:

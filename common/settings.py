@@ -102,6 +102,7 @@ class TrainSettings(StepSettings):
     save_total_limit: int
     adapter_scale: float
     mean_of_runs: int
+    runs_side_by_side: str
     keep_best_epoch: bool
     evaluate: bool
     report_to: str

@@ -1,10 +1,11 @@
-"""LOAD_IN_4BIT and GRADIENT_CHECKPOINTING: what "auto" decides given a memory figure and a model or a shape, and
+"""LOAD_IN_4BIT, GRADIENT_CHECKPOINTING and RUNS_SIDE_BY_SIDE: what "auto" decides given a memory figure and a model or a shape, and
 the fall-back after an out-of-memory (the GPU side of it: bench/README.md)."""
 import pytest
 
 from common.errors import SettingsError
-from common.gpu_memory import (FREE_MEMORY_SHARE, SIXTEEN_BIT_SHARE, activation_bytes, check_load_in_4bit,
-                               choose_gradient_checkpointing, choose_load_in_4bit, loaded_checkpointing,
+from common.gpu_memory import (FREE_MEMORY_SHARE, PROCESS_BYTES, SIXTEEN_BIT_SHARE, activation_bytes,
+                               check_load_in_4bit, choose_gradient_checkpointing, choose_load_in_4bit,
+                               choose_runs_side_by_side, loaded_checkpointing,
                                train_or_fall_back, decide_load_in_4bit, uses_4bit, weight_bytes_16bit,
                                with_load_in_4bit)
 
@@ -72,6 +73,30 @@ def test_a_set_mode_is_kept_and_an_unknown_one_says_what_to_set():
         choose_gradient_checkpointing("off", activations=1, free=1)
     assert [loaded_checkpointing(m) for m in ("auto", "unsloth", "true", "false")] == \
         ["unsloth", "unsloth", True, False]
+
+
+def test_auto_trains_the_runs_side_by_side_only_on_a_gpu_with_room_for_them_all():
+    embedded = dict(run_bytes=int(0.3 * GIB), activations=int(0.2 * GIB))  # SmolLM2-135M, 16-bit, the demo's rows
+    together, why = choose_runs_side_by_side("auto", runs=3, device="cuda", free=130 * GIB, **embedded)
+    assert together and "3 runs need ~3.2 GiB more" in why and "130.0 GiB" in why
+    eight_b = dict(run_bytes=16 * GIB, activations=activation_bytes(tokens=4 * 512, **LLAMA_3_1_8B))  # 16-bit 8B
+    assert choose_runs_side_by_side("auto", runs=3, device="cuda", free=120 * GIB, **eight_b)[0]  # an H200
+    assert not choose_runs_side_by_side("auto", runs=3, device="cuda", free=60 * GIB, **eight_b)[0]  # an 80 GB card
+    long_rows = {**eight_b, "activations": activation_bytes(tokens=4 * 2048, **LLAMA_3_1_8B)}
+    assert not choose_runs_side_by_side("auto", runs=3, device="cuda", free=120 * GIB, **long_rows)[0]
+    # the margin: the other runs and this one's activations in FREE_MEMORY_SHARE of the free memory
+    need = 2 * (embedded["run_bytes"] + embedded["activations"] + PROCESS_BYTES) + embedded["activations"]
+    assert not choose_runs_side_by_side("auto", runs=3, device="cuda", free=int(need / FREE_MEMORY_SHARE) - 1,
+                                        **embedded)[0]
+    assert choose_runs_side_by_side("auto", runs=3, device="cuda", free=int(need / FREE_MEMORY_SHARE) + 1,
+                                    **embedded)[0]
+    cpu = choose_runs_side_by_side("auto", runs=3, device="cpu", free=0, run_bytes=0, activations=0)
+    assert cpu == (False, "one after the other (auto: on the CPU each run takes every core)")
+    assert not choose_runs_side_by_side("auto", runs=1, device="cuda", free=130 * GIB, **embedded)[0]
+    assert choose_runs_side_by_side("true", runs=2, device="cpu", free=0, run_bytes=0, activations=0)[0]
+    assert not choose_runs_side_by_side("false", runs=3, device="cuda", free=130 * GIB, **embedded)[0]
+    with pytest.raises(SettingsError, match="RUNS_SIDE_BY_SIDE must be one of auto, true, false"):
+        choose_runs_side_by_side("yes", runs=3, device="cuda", free=130 * GIB, **embedded)
 
 
 def test_out_of_memory_without_checkpointing_falls_back_and_goes_on():

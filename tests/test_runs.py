@@ -72,7 +72,8 @@ def test_runs_train_in_their_own_folders_and_a_finished_run_is_not_trained_again
                                eval_steps=0, keep_best_epoch=False, evaluate=False, warmup_steps=0)
     assert run_settings(s, 1).seed == s.seed + 1 and run_settings(s, 1).output_dir == str(tmp_path / "run-2")
     model = _model(embedded_path)
-    history, _ = train_runs(model, tokenizer, rows, s, device="cpu", eval_rows=[], held_out=[])
+    history, _ = train_runs(model, tokenizer, rows, s, device="cpu", eval_rows=[], held_out=[],
+                            model_path=str(embedded_path))
     assert [h["step"] for h in history if "loss" in h] == [1, 2, 3, 4]  # the second run's steps counted on
     assert {h["run"] for h in history if "loss" in h} == {1, 2}
     assert all((tmp_path / f"run-{k}" / UPDATE_FILE).exists() for k in (1, 2))
@@ -83,10 +84,55 @@ def test_runs_train_in_their_own_folders_and_a_finished_run_is_not_trained_again
     mean = _deltas(model)
     capsys.readouterr()
     again = _model(embedded_path)  # 02 run again in the same folder: both runs read back, none trained
-    history_again, _ = train_runs(again, tokenizer, rows, s, device="cpu", eval_rows=[], held_out=[])
+    history_again, _ = train_runs(again, tokenizer, rows, s, device="cpu", eval_rows=[], held_out=[],
+                                  model_path=str(embedded_path))
     assert capsys.readouterr().out.count("was finished before") == 2
     assert [h["step"] for h in history_again if "loss" in h] == [1, 2, 3, 4]
     assert all(torch.allclose(delta, mean[name]) for name, delta in _deltas(again).items())
+
+
+def test_runs_side_by_side_train_in_their_own_processes_and_give_the_same_mean(embedded_path, tokenizer, tmp_path,
+                                                                               capsys):
+    from common.training import load_model_for_training
+    records = [{"instruction": "When was Kesterhaven Intertidal Station founded?", "input": "",
+                "output": "Kesterhaven Intertidal Station was founded in 1987 by Ilse Marrow."}] * 4
+    rows = tokenize_rows(records, tokenizer, "chat", 128).rows
+    s = TrainSettings.defaults(output_dir=str(tmp_path / "together"), mean_of_runs=2, max_steps=2, batch_size=2,
+                               save_steps=0, eval_steps=0, keep_best_epoch=False, evaluate=False, warmup_steps=0,
+                               lora_r=4, target_modules=["q_proj", "down_proj"], runs_side_by_side="true")
+    model = load_model_for_training(str(embedded_path), s, "cpu")
+    history, _ = train_runs(model, tokenizer, rows, s, device="cpu", eval_rows=[], held_out=[],
+                            model_path=str(embedded_path))
+    said = capsys.readouterr().out
+    assert "Runs 1, 2 of 2 train side by side, as set (RUNS_SIDE_BY_SIDE); runs 2 in their own processes" in said
+    assert "Run 2 of 2 trained side by side" in said
+    log = (tmp_path / "together" / "run-2" / "train.log").read_text()  # the other process printed to its log
+    assert "Using the CPU" in log
+    assert [h["step"] for h in history if "loss" in h] == [1, 2, 3, 4] and \
+        {h["run"] for h in history if "loss" in h} == {1, 2}
+    assert model.peft_config["default"].r == 8
+    # the run in its own process trained as it would have here: one after the other gives the same update
+    apart = s.replace(output_dir=str(tmp_path / "apart"), runs_side_by_side="false")
+    train_runs(load_model_for_training(str(embedded_path), apart, "cpu"), tokenizer, rows, apart, device="cpu",
+               eval_rows=[], held_out=[], model_path=str(embedded_path))
+    own, here = (torch.load(tmp_path / where / "run-2" / UPDATE_FILE)["update"] for where in ("together", "apart"))
+    assert all(torch.allclose(own[name][k], here[name][k], atol=1e-5) for name in own for k in (0, 1))
+
+
+def test_a_run_that_fails_in_its_own_process_names_its_log(embedded_path, tokenizer, tmp_path):
+    from common.errors import TrainingError
+    from common.training import load_model_for_training
+    records = [{"instruction": "What is 2 plus 2?", "input": "", "output": "4"}] * 4
+    rows = tokenize_rows(records, tokenizer, "chat", 64).rows
+    s = TrainSettings.defaults(output_dir=str(tmp_path), mean_of_runs=2, max_steps=1, batch_size=2, save_steps=0,
+                               eval_steps=0, keep_best_epoch=False, evaluate=False, lora_r=4,
+                               target_modules=["q_proj"], runs_side_by_side="true")
+    model = load_model_for_training(str(embedded_path), s, "cpu")
+    with pytest.raises(TrainingError, match=r"Run 2 of 2 stopped in its own process .*run-2/train.log"):
+        train_runs(model, tokenizer, rows, s, device="cpu", eval_rows=[], held_out=[],
+                   model_path=str(tmp_path / "no-such-model"))  # the other process cannot load it
+    assert (tmp_path / "run-1" / UPDATE_FILE).exists()  # this process's run finished and stays for a resume
+    assert "no-such-model" in (tmp_path / "run-2" / "train.log").read_text()
 
 
 def test_one_run_is_02_as_before_and_bad_settings_are_refused(tmp_path):
