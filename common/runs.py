@@ -4,7 +4,8 @@ and batch order). What a run learns of the papers is mostly the same from seed t
 3 runs kept 88% of the everyday answers at the question recall that one run reaches keeping 77-79%
 (bench/README.md). Each run trains in its own folder (run-1, run-2, ...) and leaves its update there when done, so
 an interrupted 02 resumes in the run it was in. Where the GPU has room for them all (RUNS_SIDE_BY_SIDE), the runs
-train at the same time, each in its own process: for a small model, in about the time of one.
+train at the same time, each in its own process: for a small model, much faster (H200, the embedded model: 3 runs in
+78 s side by side, 142 s one after the other; bench/README.md 2026-12-07).
 
 AUTO (-1, the default of MEAN_OF_RUNS and ADAPTER_SCALE) decides by the device: 3 runs on a CUDA GPU, where training
 is cheap and the mean of 3 at scale 1 beat one run at 0.8 by about 10 points of question and cloze recall for the
@@ -37,8 +38,7 @@ def auto_runs(s: TrainSettings, device: str) -> tuple[int, str]:
         return 1, "one run on the CPU (--mean-of-runs 3 forgets less, at 3x the time)"
     if s.training_mode != "sft" or s.init_adapter or trains_embeddings(s):
         return 1, "one run: a mean of runs is for fresh LoRA sft runs (no INIT_ADAPTER, cpt or whole embeddings)"
-    return GPU_RUNS, f"{GPU_RUNS} runs on the GPU, their mean update kept (forgets less; --mean-of-runs 1: a third " \
-                     "of the training)"
+    return GPU_RUNS, f"{GPU_RUNS} runs on the GPU, their mean update kept (forgets less; --mean-of-runs 1: one run)"
 
 
 def with_mean_of_runs(s: TrainSettings, device: str) -> tuple[TrainSettings, str]:
