@@ -100,12 +100,12 @@ def decide_side_by_side(model, rows: list[dict], s: TrainSettings, *, device: st
     if world_size() > 1:
         return False, "one after the other (several processes were launched: each trains every run on its GPU)"
     figures = {"run_bytes": 0, "activations": 0, "free": 0}
-    if device == "cuda" and s.runs_side_by_side == "auto" and s.mean_of_runs > 1:
+    if device == "cuda" and s.runs_side_by_side == "auto":
         import torch
-        from .training_gpu import batch_activations, choose_batching, free_gpu_memory
+        from .training_gpu import PAD_TO_MULTIPLE_OF, batch_activations, choose_batching, free_gpu_memory
         figures = {"run_bytes": torch.cuda.memory_allocated(), "free": free_gpu_memory(),
                    "activations": batch_activations(model, [len(r["input_ids"]) for r in rows], s,
-                                                    batching=choose_batching(None, s), multiple=64)}
+                                                    batching=choose_batching(None, s), multiple=PAD_TO_MULTIPLE_OF)}
     return choose_runs_side_by_side(s.runs_side_by_side, runs=s.mean_of_runs, device=device, **figures)
 
 
@@ -121,9 +121,8 @@ def train_in_own_process(model_path: str, rows: list[dict], r: TrainSettings, *,
     device = choose_device(device)  # first: Unsloth is imported before transformers
     model = load_model_for_training(model_path, r, device)
     reset_lora(model, r.seed)  # the start run `run` has one after the other
-    steps, chosen = train_one_run(model, load_tokenizer(model_path), rows, r, device=device, eval_rows=eval_rows,
-                                  held_out=held_out)
-    save_run(r.output_dir, run=run, update=lora_update(model), steps=steps, chosen=chosen)
+    train_and_save_run(model, load_tokenizer(model_path), rows, r, run=run, device=device, eval_rows=eval_rows,
+                       held_out=held_out)
 
 
 def start_runs(runs: list[int], model_path: str, rows: list[dict], s: TrainSettings, *, device: str,
@@ -158,15 +157,18 @@ def stop_runs(processes: dict) -> None:
             process.join()
 
 
-def save_run(output_dir: str, *, run: int, update: dict, steps: list[dict], chosen: list[dict]) -> list[dict]:
-    """Write a finished run's update, log and epoch measures (tagged with the run) to its folder; the tagged measures."""
+def train_and_save_run(model, tokenizer, rows: list[dict], r: TrainSettings, *, run: int, device: str,
+                       eval_rows: list[dict], held_out: list[dict]) -> tuple[list[dict], list[dict], dict]:
+    """Train run `run` (train_one_run), then write its update, log and epoch measures (tagged with the run) to its
+    folder: (its log, its tagged epoch measures, its update)."""
     import torch
-    chosen = [{**e, "run": run + 1} for e in chosen]
+    steps, chosen = train_one_run(model, tokenizer, rows, r, device=device, eval_rows=eval_rows, held_out=held_out)
+    chosen, update = [{**e, "run": run + 1} for e in chosen], lora_update(model)
     if is_main_process():
-        saved = Path(output_dir) / UPDATE_FILE
+        saved = Path(r.output_dir) / UPDATE_FILE
         saved.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"update": update, "history": steps, "epochs": chosen}, saved)
-    return chosen
+    return steps, chosen, update
 
 
 def train_runs(model, tokenizer, rows: list[dict], s: TrainSettings, *, device: str, eval_rows: list[dict],
@@ -205,10 +207,9 @@ def train_runs(model, tokenizer, rows: list[dict], s: TrainSettings, *, device: 
             say(f"Run {run + 1} of {n} (seed {r.seed}), in {r.output_dir}.")
             if run:
                 reset_lora(model, r.seed)
-            steps, chosen = train_one_run(model, tokenizer, rows, r, device=device, eval_rows=eval_rows,
-                                          held_out=held_out)
-            updates.append(lora_update(model))
-            chosen = save_run(r.output_dir, run=run, update=updates[-1], steps=steps, chosen=chosen)
+            steps, chosen, update = train_and_save_run(model, tokenizer, rows, r, run=run, device=device,
+                                                       eval_rows=eval_rows, held_out=held_out)
+            updates.append(update)
             history, epochs = joined_history(steps, history, run), epochs + chosen
     finally:
         stop_runs(others)

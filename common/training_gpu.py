@@ -36,6 +36,7 @@ from .tracking import PROJECT, report_targets
 
 BATCHINGS = ("grouped", "packed", "padded", "padding_free", "tokens")
 PACKED = ("packed", "padding_free")  # batchings whose batches are flattened into one row
+PAD_TO_MULTIPLE_OF = 64  # padded batches' lengths: few distinct shapes, so the compiled blocks rarely recompile
 
 
 def load_unsloth_model(model_path: str | Path, settings: TrainSettings, *,
@@ -240,7 +241,7 @@ def sft_config(settings: TrainSettings, *, output_dir, batching: str, evaluating
 def train_unsloth(model, tokenizer, rows: list[dict], settings: TrainSettings, *, output_dir: str | Path,
                   eval_rows: Optional[list[dict]] = None, on_log: Optional[Callable[[dict], Any]] = None,
                   batching: Optional[str] = None, resume_from: Optional[str | Path] = None,
-                  pad_to_multiple_of: Optional[int] = 64,
+                  pad_to_multiple_of: Optional[int] = PAD_TO_MULTIPLE_OF,
                   on_epoch_end: Optional[Callable[[int, Any], dict]] = None) -> list[dict]:
     """TRL SFTTrainer on pre-tokenized rows (input_ids + labels: the prompt is already masked); the history of
     logs, then one entry with train_wall_s and peak_gpu_memory_gib.
