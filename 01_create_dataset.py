@@ -9,8 +9,8 @@ import sys
 
 from common.byod import load_byod, print_byod_summary
 from common.config import hf_token, parse_settings
-from common.dataset import (build_dataset_dict, deduplicate, entity_records, keep_kinds, push_dataset,
-                            records_from_markdown, save_dataset, split_by_section)
+from common.dataset import (build_dataset_dict, check_record_kinds, check_train_records, deduplicate, entity_records,
+                            keep_kinds, push_dataset, records_from_markdown, save_dataset, split_by_section)
 from common.errors import PipelineError
 from common.knowledge import (plain_questions, questions_from_records, without_question_wordings,
                               write_plain_questions, write_questions)
@@ -51,6 +51,7 @@ QA_RETRIES = 2  # times a timeout, rate limit, server error or malformed reply i
 
 def main():
     s = parse_settings(DatasetSettings, globals())
+    check_record_kinds(s.record_kinds)
     own = [(path, fmt) for path, fmt in ((s.from_jsonl, "jsonl"), (s.from_csv, "csv")) if path]
     records, failed = [], False
     if has_pdfs(s.pdf_dir) or not own:
@@ -70,6 +71,7 @@ def main():
     train += entity_records(train)  # after the split: a test section's sentences never reach training
     cloze_questions = questions_from_records(train)  # from the sections' text, whichever kinds are kept
     train, test = keep_kinds(train, s.record_kinds), keep_kinds(test, s.record_kinds)
+    check_train_records(train, test, s.record_kinds)
     train = without_question_wordings(train, plain_questions(train, s.pdf_dir))  # the check asks in other words
     save_dataset(build_dataset_dict(train, test), s.dataset_dir, meta={**s.as_dict(), "tokenizer": s.model_name})
     cloze = write_questions(s.dataset_dir, cloze_questions)

@@ -18,7 +18,7 @@ from common.errors import PipelineError
 from common.evaluation import knowledge_check
 from common.export import check_push_settings, push_folder
 from common.gpu_memory import check_load_in_4bit, with_load_in_4bit
-from common.models import choose_device, load_tokenizer, resolve_model_path
+from common.models import check_target_modules, choose_device, load_tokenizer, resolve_model_path
 from common.replay import hold_out, mix_replay, replay_records
 from common.report import run_summary, write_training_report
 from common.runs import check_mean_of_runs, train_runs, with_mean_of_runs
@@ -88,6 +88,7 @@ def main():
     dataset = load_dataset_dir(s.dataset_dir)
     model_path = resolve_model_path(s.model_name)
     s = with_init_adapter(s, model_path)  # an earlier adapter (e.g. cpt's) trains on with its own LoRA shape
+    check_target_modules(model_path, s.target_modules)  # a misspelt layer: now, not after the self-replay
     tokenizer = load_tokenizer(model_path)
     check_dataset_tokenizer(s.dataset_dir, tokenizer)
     held_out = []  # the base model's own everyday answers kept out of training: the epoch choice's forgetting measure

@@ -122,6 +122,11 @@ def script_constants(namespace: dict) -> dict:
             if k.isupper() and not k.startswith("_") and isinstance(v, (bool, int, float, str, list, tuple, type(None)))}
 
 
+def comma_split(words: list[str]) -> list[str]:
+    """A list option's words, each split on its commas: ["fact,entity", "shuffled"] -> ["fact", "entity", "shuffled"]."""
+    return [part.strip() for word in words for part in word.split(",") if part.strip()]
+
+
 def build_parser(settings, comments: dict[str, str], description: str | None = None) -> argparse.ArgumentParser:
     """An argparse parser with one option per field of `settings`, its comment as help, its value as default."""
     hints = typing.get_type_hints(type(settings))
@@ -134,7 +139,7 @@ def build_parser(settings, comments: dict[str, str], description: str | None = N
         if kind is bool:
             parser.add_argument(flag, dest=name, default=default, help=help_text,
                                 action=argparse.BooleanOptionalAction)
-        elif kind is list:
+        elif kind is list:  # space- or comma-separated (parse_settings splits them): fact entity, or fact,entity
             parser.add_argument(flag, dest=name, default=default, help=help_text, nargs="*", metavar="VALUE")
         else:
             parser.add_argument(flag, dest=name, default=default, help=help_text, type=kind)
@@ -146,4 +151,6 @@ def parse_settings(settings_class, namespace: dict, argv: list[str] | None = Non
     script = Path(namespace["__file__"])
     settings = settings_from_constants(settings_class, script_constants(namespace), where=script.name)
     parser = build_parser(settings, read_constant_comments(script), namespace.get("__doc__"))
-    return settings_from_constants(settings_class, vars(parser.parse_args(argv)), where="the command line")
+    given = {name: comma_split(value) if isinstance(value, list) and value is not getattr(settings, name.lower())
+             else value for name, value in vars(parser.parse_args(argv)).items()}
+    return settings_from_constants(settings_class, given, where="the command line")

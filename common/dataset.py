@@ -14,7 +14,7 @@ from pathlib import Path
 from .chunking import chunk_markdown
 from .config import redact
 from .distributed import say
-from .errors import DatasetError, ExportError, ModelError
+from .errors import DatasetError, ExportError, ModelError, SettingsError
 from .augment import alias_questions, question_for_fact, restated_sentences, subject_candidates
 from .knowledge import facts_worth_asking, key_facts
 from .prompts import ENTITY_TEMPLATE, FACT_TEMPLATES, RECORD_TEMPLATES
@@ -99,6 +99,21 @@ def entity_records(records: list[dict], min_sentences: int = 2, max_sentences: i
                          "instruction": ENTITY_TEMPLATE.format(title=record["title"], entity=name),
                          "output": " ".join(found["sentences"][:max_sentences])})
     return rows
+
+
+def check_record_kinds(kinds: list[str]) -> None:
+    """RECORD_KINDS names only kinds that 01 makes: a misspelt one would leave its records out without a word."""
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise SettingsError(f"RECORD_KINDS: no record kind {', '.join(map(repr, unknown))}; the kinds are "
+                            f"{', '.join(KINDS)} (on the command line: --record-kinds fact entity, or fact,entity).")
+
+
+def check_train_records(train: list[dict], test: list[dict], kinds: list[str]) -> None:
+    """Nothing is saved over an earlier dataset when no training record is left."""
+    if not train:
+        raise DatasetError(f"No training records are left ({len(test)} test records) with RECORD_KINDS {kinds}: "
+                           f"add kinds (e.g. fact, section_summary) or more PDFs; nothing was saved.")
 
 
 def keep_kinds(records: list[dict], kinds: list[str]) -> list[dict]:

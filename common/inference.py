@@ -95,13 +95,14 @@ def generate(model, tokenizer, prompts, *, prompt_format: str, generation: Gener
 
 def generate_batched(model, tokenizer, prompts, *, batch_size: int, prompt_format: str, generation: Generation,
                      progress: bool = True) -> list[str]:
-    """`generate` over `prompts` in batches of `batch_size` (left-padded), printing progress."""
+    """`generate` over `prompts` in batches of `batch_size` (left-padded), with a progress bar."""
+    from tqdm import tqdm
     answers = []
-    for start in range(0, len(prompts), batch_size):
-        answers += generate(model, tokenizer, prompts[start:start + batch_size], prompt_format=prompt_format,
-                            generation=generation)
-        if progress:
-            print(f"  answered {len(answers)}/{len(prompts)}", flush=True)
+    with tqdm(total=len(prompts), desc="Answering", unit="prompt", disable=not progress) as bar:
+        for start in range(0, len(prompts), batch_size):
+            answers += generate(model, tokenizer, prompts[start:start + batch_size], prompt_format=prompt_format,
+                                generation=generation)
+            bar.update(len(answers) - bar.n)
     return answers
 
 

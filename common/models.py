@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .config import ROOT
 from .distributed import say
-from .errors import LaunchError, ModelError
+from .errors import LaunchError, ModelError, SettingsError
 
 EMBEDDED_MODEL = "embedded/SmolLM2-135M-Instruct"
 EMBEDDED_DIR = ROOT / "models" / "SmolLM2-135M-Instruct"
@@ -134,6 +134,25 @@ def load_causal_lm(model_path: str, *, dtype=None, device: str | None = None):
     except (OSError, ValueError) as error:
         raise hub_error(model_path, error) from error
     return model.to(device) if device else model
+
+
+def check_target_modules(model_path: str, target_modules: list[str]) -> None:
+    """Every TARGET_MODULES name is a layer of the model, checked on its shape alone (no weights) before any work:
+    PEFT trains the names it finds and leaves a misspelt one out without a word."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    try:
+        config = AutoConfig.from_pretrained(model_path)
+    except (OSError, ValueError):
+        return  # the model's loading says what is wrong with it
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [m for m in target_modules if m not in names]
+    if missing:
+        layers = sorted(n for n in names if n.endswith("_proj") or n in ("embed_tokens", "lm_head"))
+        raise SettingsError(f"TARGET_MODULES: {model_path} has no layer named {', '.join(map(repr, missing))}; its "
+                            f"layers include {', '.join(layers)}.")
 
 
 def unsloth_available() -> tuple[bool, str]:

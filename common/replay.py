@@ -31,7 +31,7 @@ def _generate_answers(model_path: str, tokenizer, prompt_format: str, device: st
     model = load_causal_lm(model_path, dtype=dtype, device=device).eval()
     try:
         return generate_batched(model, tokenizer, REPLAY_PROMPTS, batch_size=64, prompt_format=prompt_format,
-                                generation=REPLAY_GENERATION, progress=False)
+                                generation=REPLAY_GENERATION)
     finally:
         del model
         if device == "cuda":

@@ -8,16 +8,55 @@ the line a user edits, and every reader gets a typed object, never a dict of UPP
 import json
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import ClassVar, Optional
+from typing import Callable, ClassVar, Optional
 
 from .config import ROOT, read_script_constants, settings_from_constants
+from .errors import SettingsError
 
 SETTINGS_FILE = "training_config.json"  # beside the adapter: the TrainSettings it was trained with
+
+
+def at_least(low) -> tuple[str, Callable]:
+    return f"at least {low}", lambda value: value >= low
+
+
+def above(low) -> tuple[str, Callable]:
+    return f"above {low}", lambda value: value > low
+
+
+def from_to(low, high) -> tuple[str, Callable]:
+    return f"from {low} to {high}", lambda value: low <= value <= high
+
+
+def below_one() -> tuple[str, Callable]:
+    return "from 0 to below 1", lambda value: 0 <= value < 1
+
+
+def one_of(*choices) -> tuple[str, Callable]:
+    return f"one of {', '.join(choices)}", lambda value: value in choices
+
+
+def scheduler_name() -> tuple[str, Callable]:
+    def known(value):
+        from transformers import SchedulerType
+        return value in {t.value for t in SchedulerType}
+    return "a transformers scheduler name (linear, cosine, constant, constant_with_warmup...)", known
+
+
+DEVICES = ("auto", "cuda", "cpu")
 
 
 @dataclass(frozen=True, kw_only=True)
 class StepSettings:
     SCRIPT: ClassVar[str] = ""  # the step script whose constants fill it
+    # field -> (what it must be, the test): a value outside fails here, in one line, not as a traceback mid-run
+    LIMITS: ClassVar[dict[str, tuple[str, Callable]]] = {}
+
+    def __post_init__(self):
+        for name, (wanted, ok) in self.LIMITS.items():
+            value = getattr(self, name)
+            if value is not None and not ok(value):
+                raise SettingsError(f"{name.upper()} (--{name.replace('_', '-')}) must be {wanted}, not {value!r}.")
 
     @classmethod
     def defaults(cls, **overrides):
@@ -35,6 +74,11 @@ class StepSettings:
 class DatasetSettings(StepSettings):
     """Step 01: PDFs -> markdown -> records -> a train/test dataset."""
     SCRIPT: ClassVar[str] = "01_create_dataset.py"
+    LIMITS: ClassVar[dict] = {
+        "converter": one_of("auto", "marker", "text"), "chunk_tokens": at_least(32), "chunk_overlap": at_least(0),
+        "fact_variants": at_least(0), "test_fraction": below_one(), "qa_per_chunk": at_least(1),
+        "qa_judge_min_score": from_to(1, 5), "qa_concurrency": at_least(1), "qa_batch_size": at_least(1),
+        "qa_max_tokens": at_least(1), "qa_temperature": at_least(0), "qa_timeout": above(0), "qa_retries": at_least(0)}
     pdf_dir: str
     md_dir: str
     dataset_dir: str
@@ -69,6 +113,14 @@ class DatasetSettings(StepSettings):
 class TrainSettings(StepSettings):
     """Step 02: a LoRA adapter trained on the dataset; saved beside it as training_config.json."""
     SCRIPT: ClassVar[str] = "02_fine_tuning.py"
+    LIMITS: ClassVar[dict] = {
+        "prompt_format": one_of("chat", "alpaca"), "replay_fraction": below_one(), "max_seq_length": at_least(16),
+        "lora_r": at_least(1), "lora_alpha": above(0), "lora_dropout": below_one(), "learning_rate": above(0),
+        "embedding_learning_rate": above(0), "weight_decay": at_least(0), "lr_scheduler_type": scheduler_name(),
+        "warmup_steps": at_least(0), "batch_size": at_least(1), "batch_tokens": at_least(-1),
+        "gradient_accumulation_steps": at_least(1), "num_epochs": above(0), "logging_steps": at_least(1),
+        "eval_steps": at_least(0), "save_steps": at_least(0), "save_total_limit": at_least(1),
+        "target_modules": ("a list of at least one layer name", bool), "device": one_of(*DEVICES)}
     dataset_dir: str
     output_dir: str
     model_name: str
@@ -143,6 +195,11 @@ class AnswerSettings(Generation, StepSettings):
     """Step 03: answer with the tuned model, compare it with the base, evaluate it, export it; its sampling
     settings are Generation's fields."""
     SCRIPT: ClassVar[str] = "03_using_the_model.py"
+    LIMITS: ClassVar[dict] = {
+        "max_new_tokens": at_least(1), "temperature": at_least(0), "top_p": ("above 0 and at most 1",
+                                                                            lambda value: 0 < value <= 1),
+        "repetition_penalty": above(0), "batch_size": at_least(1), "prompt_format": one_of("chat", "alpaca"),
+        "merge_dtype": one_of("bfloat16", "float16", "float32"), "device": one_of(*DEVICES)}
     adapter_dir: str
     model_name: Optional[str]
     prompt: Optional[str]

@@ -59,6 +59,13 @@ def test_overrides_use_kebab_case_and_keep_types(tmp_path):
     assert s == Example(max_steps=20, push_to_hub=True, name="b", modules=["x", "y"], optional=3, rate=0.5)
 
 
+def test_list_options_take_words_or_commas_and_the_default_stays_whole(tmp_path):
+    ns = {**_namespace(tmp_path), "MODULES": ["a, b"]}  # a constant's own comma is its text, not a separator
+    assert parse_settings(Example, ns, ["--modules", "x,y", "z", "w,"]).modules == ["x", "y", "z", "w"]
+    assert parse_settings(Example, ns, []).modules == ["a, b"]
+    assert parse_settings(Example, ns, ["--modules"]).modules == []
+
+
 def test_booleans_can_be_turned_off_and_defaults_stay(tmp_path):
     ns = {**_namespace(tmp_path), "PUSH_TO_HUB": True}
     s = parse_settings(Example, ns, ["--no-push-to-hub"])

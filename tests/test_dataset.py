@@ -108,6 +108,17 @@ def test_only_the_record_kinds_asked_for_are_kept():
         ["section_summary", "fact", "qa:teacher:v1", "byod"]
 
 
+def test_record_kinds_are_checked_by_name_and_an_empty_train_split_is_refused():
+    from common.dataset import KINDS, check_record_kinds, check_train_records
+    from common.errors import DatasetError, SettingsError
+    check_record_kinds(list(KINDS))
+    with pytest.raises(SettingsError, match="no record kind 'facts'; the kinds are section_summary"):
+        check_record_kinds(["facts", "entity"])
+    check_train_records([{"template": "fact"}], [], ["fact"])
+    with pytest.raises(DatasetError, match=r"No training records are left \(3 test records\) .*nothing was saved"):
+        check_train_records([], [{}] * 3, ["continuation"])
+
+
 def test_entity_records_gather_training_sentences_only(sample_dataset_dir):
     from common.dataset import split_sentences
     dataset = load_from_disk(str(sample_dataset_dir))

@@ -53,3 +53,12 @@ def test_processes_preparing_the_embedded_model_at_once_all_get_it_whole(tmp_pat
     assert [job.returncode for job in jobs] == [0, 0], errors
     assert (dest / "model.safetensors").exists() and (dest / "tokenizer_config.json").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["embedded"]  # no half-made copy left beside it
+
+
+def test_a_misspelt_target_module_is_named_before_any_work(embedded_path):
+    import pytest
+    from common.errors import SettingsError
+    from common.models import check_target_modules
+    check_target_modules(str(embedded_path), ["q_proj", "v_proj", "down_proj", "lm_head"])
+    with pytest.raises(SettingsError, match=r"no layer named 'q_prj'; its layers include .*k_proj.*q_proj"):
+        check_target_modules(str(embedded_path), ["q_prj", "v_proj"])

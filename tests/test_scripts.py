@@ -52,6 +52,24 @@ def test_missing_dataset_fails_with_a_clear_message(tmp_path):
     assert result.returncode != 0 and "run 01_create_dataset.py first" in result.stderr
 
 
+def test_a_misspelt_record_kind_or_none_left_fails_in_one_line_and_saves_nothing(tmp_path):
+    misspelt = subprocess.run([sys.executable, "01_create_dataset.py", "--converter", "text", "--record-kinds",
+                               "fact,entty", "--dataset-dir", str(tmp_path / "a")], cwd=ROOT, capture_output=True,
+                              text=True)
+    assert misspelt.returncode == 1 and misspelt.stderr.count("\n") == 1
+    assert "no record kind 'entty'" in misspelt.stderr and "section_summary" in misspelt.stderr
+    none_left = subprocess.run([sys.executable, "01_create_dataset.py", "--converter", "text", "--record-kinds",
+                                "--dataset-dir", str(tmp_path / "b")], cwd=ROOT, capture_output=True, text=True)
+    assert none_left.returncode == 1 and "No training records are left" in none_left.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_setting_out_of_range_fails_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "02_fine_tuning.py", "--output-dir", str(tmp_path / "run"), "--lora-r",
+                             "0"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 1 and result.stderr == "Error: LORA_R (--lora-r) must be at least 1, not 0.\n"
+
+
 def test_push_without_a_repo_fails_before_training(tmp_path):
     result = subprocess.run([sys.executable, "02_fine_tuning.py", "--output-dir", str(tmp_path / "run"),
                              "--push-to-hub"], cwd=ROOT, capture_output=True, text=True)

@@ -1,0 +1,32 @@
+import pytest
+
+from common.errors import SettingsError
+from common.settings import AnswerSettings, DatasetSettings, TrainSettings
+
+
+@pytest.mark.parametrize("settings_class, field, bad, message", [
+    (TrainSettings, "lora_r", 0, "LORA_R (--lora-r) must be at least 1, not 0."),
+    (TrainSettings, "batch_size", 0, "BATCH_SIZE (--batch-size) must be at least 1, not 0."),
+    (TrainSettings, "learning_rate", -1.0, "LEARNING_RATE (--learning-rate) must be above 0, not -1.0."),
+    (TrainSettings, "replay_fraction", 1.0, "REPLAY_FRACTION (--replay-fraction) must be from 0 to below 1, not 1.0."),
+    (TrainSettings, "prompt_format", "alpca", "PROMPT_FORMAT (--prompt-format) must be one of chat, alpaca"),
+    (TrainSettings, "lr_scheduler_type", "cosin", "LR_SCHEDULER_TYPE (--lr-scheduler-type) must be a transformers"),
+    (TrainSettings, "device", "gpu", "DEVICE (--device) must be one of auto, cuda, cpu, not 'gpu'."),
+    (TrainSettings, "target_modules", [], "TARGET_MODULES (--target-modules) must be a list of at least one layer"),
+    (DatasetSettings, "test_fraction", 1.5, "TEST_FRACTION (--test-fraction) must be from 0 to below 1, not 1.5."),
+    (DatasetSettings, "converter", "markr", "CONVERTER (--converter) must be one of auto, marker, text"),
+    (AnswerSettings, "top_p", 0.0, "TOP_P (--top-p) must be above 0 and at most 1, not 0.0."),
+    (AnswerSettings, "max_new_tokens", 0, "MAX_NEW_TOKENS (--max-new-tokens) must be at least 1, not 0."),
+])
+def test_a_value_out_of_range_is_named_with_what_it_must_be(settings_class, field, bad, message):
+    settings_class.defaults()  # the scripts' own constants pass
+    with pytest.raises(SettingsError) as error:
+        settings_class.defaults(**{field: bad})
+    assert str(error.value).startswith(message)
+
+
+def test_the_edges_of_each_range_are_allowed():
+    TrainSettings.defaults(replay_fraction=0.0, lora_dropout=0.0, warmup_steps=0, batch_tokens=-1, eval_steps=0,
+                           save_steps=0, embedding_learning_rate=None, lr_scheduler_type="constant")
+    AnswerSettings.defaults(temperature=0.0, top_p=1.0, prompt_format=None)
+    DatasetSettings.defaults(test_fraction=0.0, fact_variants=0, qa_judge_min_score=5.0)
