@@ -100,9 +100,9 @@ def generate_batched(model, tokenizer, prompts, *, batch_size: int, prompt_forma
     answers = []
     with tqdm(total=len(prompts), desc="Answering", unit="prompt", disable=not progress) as bar:
         for start in range(0, len(prompts), batch_size):
-            answers += generate(model, tokenizer, prompts[start:start + batch_size], prompt_format=prompt_format,
-                                generation=generation)
-            bar.update(len(answers) - bar.n)
+            batch = prompts[start:start + batch_size]
+            answers += generate(model, tokenizer, batch, prompt_format=prompt_format, generation=generation)
+            bar.update(len(batch))
     return answers
 
 

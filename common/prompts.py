@@ -13,7 +13,7 @@ ALPACA_NO_INPUT = (
     "Below is an instruction that describes a task. "
     "Write a response that appropriately completes the request.\n\n"
     "### Instruction:\n{instruction}\n\n### Response:\n")
-PROMPT_FORMATS = ("alpaca", "chat")
+PROMPT_FORMATS = ("chat", "alpaca")
 
 # Record templates of step 01: each turns a chunk of a paper into one Alpaca row whose output is the
 # paper's own text. {title} and {section} come from the chunk. key_facts: the chunk's sentences that carry

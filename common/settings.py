@@ -12,6 +12,7 @@ from typing import Callable, ClassVar, Optional
 
 from .config import ROOT, read_script_constants, settings_from_constants
 from .errors import SettingsError
+from .prompts import PROMPT_FORMATS
 
 SETTINGS_FILE = "training_config.json"  # beside the adapter: the TrainSettings it was trained with
 
@@ -114,7 +115,7 @@ class TrainSettings(StepSettings):
     """Step 02: a LoRA adapter trained on the dataset; saved beside it as training_config.json."""
     SCRIPT: ClassVar[str] = "02_fine_tuning.py"
     LIMITS: ClassVar[dict] = {
-        "prompt_format": one_of("chat", "alpaca"), "replay_fraction": below_one(), "max_seq_length": at_least(16),
+        "prompt_format": one_of(*PROMPT_FORMATS), "replay_fraction": below_one(), "max_seq_length": at_least(16),
         "lora_r": at_least(1), "lora_alpha": above(0), "lora_dropout": below_one(), "learning_rate": above(0),
         "embedding_learning_rate": above(0), "weight_decay": at_least(0), "lr_scheduler_type": scheduler_name(),
         "warmup_steps": at_least(0), "batch_size": at_least(1), "batch_tokens": at_least(-1),
@@ -198,7 +199,7 @@ class AnswerSettings(Generation, StepSettings):
     LIMITS: ClassVar[dict] = {
         "max_new_tokens": at_least(1), "temperature": at_least(0), "top_p": ("above 0 and at most 1",
                                                                             lambda value: 0 < value <= 1),
-        "repetition_penalty": above(0), "batch_size": at_least(1), "prompt_format": one_of("chat", "alpaca"),
+        "repetition_penalty": above(0), "batch_size": at_least(1), "prompt_format": one_of(*PROMPT_FORMATS),
         "merge_dtype": one_of("bfloat16", "float16", "float32"), "device": one_of(*DEVICES)}
     adapter_dir: str
     model_name: Optional[str]
