@@ -7,17 +7,16 @@ adapter as INIT_ADAPTER of an sft run makes cpt-then-sft.
 """
 import sys
 
-from common.adapter import (check_adapter_scale, restore_trained_update, save_adapter, scale_adapter,
-                            with_init_adapter)
+from common.adapter import restore_trained_update, save_adapter, scale_adapter, with_init_adapter
 from common.checkpoints import check_output_space
 from common.config import hf_token, parse_settings, set_environment_defaults
-from common.cpt import check_packed, check_training_mode, packed_text_splits
+from common.cpt import check_packed, packed_text_splits
 from common.dataset import check_dataset_tokenizer, load_dataset_dir
 from common.distributed import check_launch, is_main_process, main_process_first, say, world_size
 from common.errors import PipelineError
 from common.evaluation import knowledge_check
 from common.export import check_push_settings, push_folder
-from common.gpu_memory import check_load_in_4bit, with_load_in_4bit
+from common.gpu_memory import with_load_in_4bit
 from common.models import check_target_modules, choose_device, load_tokenizer, resolve_model_path
 from common.replay import hold_out, mix_replay, replay_records
 from common.report import run_summary, write_training_report
@@ -78,11 +77,8 @@ def main():
     check_launch(device)
     if s.push_to_hub:
         check_push_settings(s.hub_model_id, hf_token())  # fail now, not after training
-    check_training_mode(s.training_mode)
-    check_load_in_4bit(s.load_in_4bit)
     s, runs = with_mean_of_runs(s, device)  # auto: 3 runs at scale 1 on a GPU, 1 run at 0.8 on the CPU
     say(runs)
-    check_adapter_scale(s.adapter_scale)
     check_mean_of_runs(s)
     check_tracking(s.report_to)  # a missing package or login: now, not after the data is ready
     dataset = load_dataset_dir(s.dataset_dir)

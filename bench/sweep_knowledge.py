@@ -19,7 +19,8 @@ epoch once, then its second epoch N times (seeds seed..seed+N-1: other batch ord
 update; `answer_first=true` opens each fact record's answer to a question that asks for one fact with that fact.
 `--scales` also takes `iK` / `iKsS`: the update whole but for its intruder dimensions (the tuned weights' top
 singular vectors unlike any of the base's, cosine below S, default 0.5), which keep K of their singular value; and
-`aXmY`: the attention layers' update at X of itself, the MLP layers' at Y (either left out: 1).
+`aXmY`: the attention layers' update at X of itself, the MLP layers' at Y (either left out: 1); `tK`: the update cut
+to its K largest singular directions in each layer (of `soup=N`'s mean, rank N x r: the directions the runs share).
 Writes sweep.md (a table) and sweep.json (the summaries and each run's answers).
 """
 import argparse
@@ -119,39 +120,57 @@ def set_lora_a(model, how: str, *, paper_rows, general_rows, pad_id, ridge: floa
 
 
 @contextmanager
-def intruders_scaled(model, *, keep: float, top: int = 10, similarity: float = 0.5):
-    """The model, for the duration, with each LoRA layer's update changed so that the tuned weight's intruder
-    dimensions (Shuttleworth et al. 2024, "LoRA vs full fine-tuning: an illusion of equivalence") keep `keep` of their
-    singular value: of the tuned weight's `top` left singular vectors, those whose largest cosine similarity with
-    the base weight's is below `similarity`. The changed update is exact, as a LoRA of rank r + the intruders found;
-    the trained A and B modules are put back afterwards."""
+def updates_replaced(model, change):
+    """The model, for the duration, with each LoRA layer's update replaced by `change(w0, delta, rank)` -> (new
+    update, its rank), from the base weight, the trained update (scaling x B A) and its rank; written exactly as a
+    LoRA of the new rank. The trained A and B are put back afterwards."""
     import torch
-    found, trained = 0, {}
+    trained = {}
     with torch.no_grad():
         for _, m in lora_layers(model):
             a, b, scaling = m.lora_A["default"], m.lora_B["default"], m.scaling["default"]
-            w0 = m.base_layer.weight.float()
-            delta = scaling * b.weight.float() @ a.weight.float()
-            u0 = torch.linalg.svd(w0, full_matrices=False).U
-            u1, s1, v1 = torch.linalg.svd(w0 + delta, full_matrices=False)
-            similar = (u1[:, :top].T @ u0).abs().max(dim=1).values
-            intruders = (similar < similarity).nonzero().flatten()
-            found += len(intruders)
-            delta = delta + (keep - 1) * (u1[:, intruders] * s1[intruders]) @ v1[intruders]
+            delta, rank = change(m.base_layer.weight.float(), scaling * b.weight.float() @ a.weight.float(),
+                                 a.weight.shape[0])
             p, sv, q = torch.linalg.svd(delta, full_matrices=False)
-            rank = a.weight.shape[0] + len(intruders)
             new_a = torch.nn.Linear(a.in_features, rank, bias=False).to(a.weight.device, a.weight.dtype)
             new_b = torch.nn.Linear(rank, b.out_features, bias=False).to(b.weight.device, b.weight.dtype)
             new_a.weight.copy_(q[:rank])
             new_b.weight.copy_(p[:, :rank] * sv[:rank] / scaling)
             trained[m] = (a, b)
             m.lora_A["default"], m.lora_B["default"] = new_a, new_b
-    print(f"{found} intruder dimensions at {keep:g} (cosine below {similarity:g})", flush=True)
     try:
         yield model
     finally:
         for m, (a, b) in trained.items():
             m.lora_A["default"], m.lora_B["default"] = a, b
+
+
+@contextmanager
+def intruders_scaled(model, *, keep: float, top: int = 10, similarity: float = 0.5):
+    """The model, for the duration, with each LoRA layer's update changed so that the tuned weight's intruder
+    dimensions (Shuttleworth et al. 2024, "LoRA vs full fine-tuning: an illusion of equivalence") keep `keep` of their
+    singular value: of the tuned weight's `top` left singular vectors, those whose largest cosine similarity with
+    the base weight's is below `similarity`. Exact, as a LoRA of rank r + the intruders found."""
+    import torch
+    found = []
+
+    def change(w0, delta, rank):
+        u0 = torch.linalg.svd(w0, full_matrices=False).U
+        u1, s1, v1 = torch.linalg.svd(w0 + delta, full_matrices=False)
+        similar = (u1[:, :top].T @ u0).abs().max(dim=1).values
+        intruders = (similar < similarity).nonzero().flatten()
+        found.append(len(intruders))
+        return delta + (keep - 1) * (u1[:, intruders] * s1[intruders]) @ v1[intruders], rank + len(intruders)
+
+    with updates_replaced(model, change):
+        print(f"{sum(found)} intruder dimensions at {keep:g} (cosine below {similarity:g})", flush=True)
+        yield model
+
+
+def truncated(model, rank: int):
+    """The model, for the duration, with each LoRA layer's update cut to its `rank` largest singular directions: of
+    a mean of runs (rank runs x r), the directions the runs share, without most of what each run drifted alone."""
+    return updates_replaced(model, lambda w0, delta, trained_rank: (delta, min(rank, trained_rank)))
 
 
 @contextmanager
@@ -196,10 +215,12 @@ def loraplus_groups(ratio: float):
 
 
 def scaled(model, scale):
-    """The context checking `model` at one entry of --scales: a share of the whole update, `iK[sS]` (intruders) or
-    `aXmY` (attention and MLP layers apart)."""
+    """The context checking `model` at one entry of --scales: a share of the whole update, `iK[sS]` (intruders),
+    `tK` (the update's top K singular directions) or `aXmY` (attention and MLP layers apart)."""
     if isinstance(scale, float):
         return update_scaled(model, scale)  # 02's own scaling, as its epoch choice measures it
+    if scale.startswith("t"):  # "t32": the update cut to its 32 largest singular directions
+        return truncated(model, int(scale[1:]))
     if scale.startswith("i"):  # "i0.5": the intruder dimensions at that share, the rest of the update whole
         keep, _, similar = scale[1:].partition("s")
         return intruders_scaled(model, keep=float(keep), similarity=float(similar or 0.5))
@@ -316,7 +337,7 @@ def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales
                     "final_loss": steps[-1]["loss"] if steps else None,
                     "question_recall": [base["question_recall"], tuned["question_recall"]],
                     "cloze_recall": [base["closed_book"], tuned["closed_book"]],
-                    "kept": [kept["kept"], kept["known_by_base"]],
+                    "kept": [kept["kept"], kept["known_by_base"]], "right_tuned": kept["right_tuned"],
                     "own_answer_loss": [kept["own_answer_loss_base"], kept["own_answer_loss_tuned"]],
                     "perplexity": [base["test_perplexity"], tuned["test_perplexity"]],
                     "plain": [{"q": q["question"], "tuned": a, "base": b} for q, a, b in
@@ -334,7 +355,7 @@ def table(rows: list[dict]) -> str:
         lines.append(f"| {r['name']} | {settings or 'defaults'} | {r['rows']} -> {r['steps']} | {r['train_s']} | "
                      f"{r['question_recall'][0]:.0%} -> {r['question_recall'][1]:.0%} | "
                      f"{r['cloze_recall'][0]:.0%} -> {r['cloze_recall'][1]:.0%} | {r['kept'][0]}/{r['kept'][1]} "
-                     f"({r['kept'][0] / max(1, r['kept'][1]):.0%}) | {r['own_answer_loss'][0]:.2f} -> "
+                     f"({r['kept'][0] / max(1, r['kept'][1]):.0%}; {r['right_tuned']} right) | {r['own_answer_loss'][0]:.2f} -> "
                      f"{r['own_answer_loss'][1]:.2f} | {r['perplexity'][0]:.1f} -> {r['perplexity'][1]:.1f} |")
     return "\n".join(lines) + "\n"
 
@@ -345,7 +366,8 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--scales", default="", help="shares of the trained LoRA update to check each adapter at, e.g. "
-                        "1,0.8,0.6, or i0.5 / i0s0.75 for the intruder dimensions only (default: ADAPTER_SCALE)")
+                        "1,0.8,0.6, i0.5 / i0s0.75 for the intruder dimensions only, t32 for the update's top 32 "
+                        "singular directions (default: ADAPTER_SCALE)")
     parser.add_argument("--budget-s", type=float, default=1e9, help="start no new run after this many seconds")
     args = parser.parse_args()
     out, start, rows = Path(args.out), time.time(), []
@@ -356,7 +378,7 @@ def main():
             continue
         name, dataset, overrides = parse_run(spec)
         new = run_one(name, dataset, overrides, device=args.device,
-                      scales=[x if x[0] in "iam" else float(x) for x in args.scales.split(",")]
+                      scales=[x if x[0] in "iamt" else float(x) for x in args.scales.split(",")]
                       if args.scales else None)
         rows += new
         print("\n".join(table(new).splitlines()[2:]), flush=True)

@@ -5,16 +5,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .distributed import main_process_only, say
-from .errors import ModelError, SettingsError
+from .errors import ModelError
 from .settings import SETTINGS_FILE, TrainSettings
 
 ADAPTER_CONFIG = "adapter_config.json"  # written by PEFT
-
-
-def check_adapter_scale(scale: float) -> None:
-    if not 0 < scale <= 1:
-        raise SettingsError(f"ADAPTER_SCALE must be above 0 and at most 1 (1: the update as trained), or -1 (auto), "
-                            f"not {scale}.")
 
 
 def lora_layers(model) -> list[tuple[str, object]]:

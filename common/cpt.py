@@ -7,19 +7,12 @@ record (one per chunk): the train split trains, the test split gives the eval lo
 answers, so cpt mixes none in; a later sft run (INIT_ADAPTER) has them.
 """
 from .distributed import say
-from .errors import FormattingError, SettingsError
+from .errors import FormattingError
 from .settings import TrainSettings
 from .tokenizing import TokenizedData
 
-TRAINING_MODES = ("sft", "cpt")
 TEXT_TEMPLATES = ("section_summary", "title_abstract")  # the records whose output is a chunk's text
 EMBEDDING_MODULES = ("embed_tokens", "lm_head")  # trained whole (PEFT modules_to_save), as Unsloth does
-
-
-def check_training_mode(mode: str) -> None:
-    if mode not in TRAINING_MODES:
-        raise SettingsError(f"TRAINING_MODE must be sft (instruction records) or cpt (continued pretraining on the "
-                            f"papers' text), not {mode!r}.")
 
 
 def chunk_texts(records) -> list[str]:

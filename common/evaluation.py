@@ -1,8 +1,8 @@
 """Did the tune learn the papers, and keep what it knew? Base (adapter off) vs tuned, closed-book:
 - question recall: plain questions about the papers' facts, asked in words no training record uses;
 - cloze recall: a sentence of the paper with its fact blanked, primed up to the blank (memorised text);
-- everyday questions kept: of those the base model answers right, the share the tuned one still answers right;
-  and, smoother, the tuned model's loss on the base model's own answers to them (base: its own loss);
+- everyday questions kept: of those the base model answers right, the share the tuned one still answers right
+  (beside it, how many each answers right in all: a tune can also learn some it did not know); and, smoother, the tuned model's loss on the base model's own answers to them (base: its own loss);
 - held-out loss and perplexity on the test split.
 Written to `<output_dir>/eval.md` (tables + chart), `eval.png` and `eval.json`.
 """
@@ -73,6 +73,7 @@ def evaluate_knowledge(model, tokenizer, *, test_rows: list[dict], questions: li
     loss_base, loss_tuned = _own_answer_loss(model, tokenizer, base["everyday"], prompt_format)
     changed = [changed_materially(b, t) for b, t in zip(base["everyday"], tuned["everyday"])]
     results["forgetting"] = {"known_by_base": len(known), "kept": kept, "retention": kept / len(known) if known else 1.0,
+                             "right_tuned": sum(tuned["everyday_right"]),
                              "own_answer_loss_base": loss_base, "own_answer_loss_tuned": loss_tuned,
                              "changed_share": sum(changed) / len(changed),
                              "questions": [q["question"] for q in EVERYDAY_TEST]}
@@ -99,7 +100,8 @@ def summary_line(results: dict) -> str:
             f"{results['new_wording_questions']} worded unlike any training question); "
             f"cloze recall {base['closed_book']:.0%} -> "
             f"{tuned['closed_book']:.0%}; everyday answers kept {kept['kept']}/{kept['known_by_base']} "
-            f"({kept['retention']:.0%}); held-out perplexity {base['test_perplexity']:.2f} (base) -> "
+            f"({kept['retention']:.0%}; {kept['right_tuned']} of {len(kept['questions'])} right in all, base "
+            f"{kept['known_by_base']}); held-out perplexity {base['test_perplexity']:.2f} (base) -> "
             f"{tuned['test_perplexity']:.2f} (tuned)")
 
 
@@ -179,7 +181,8 @@ def write_eval_report(output_dir, results: dict) -> Path:
              f"{base['question_recall_new_wording']:.1%} | {tuned['question_recall_new_wording']:.1%} |",
              f"| cloze recall ({len(cloze)} sentences, primed) | {base['closed_book']:.1%} | {tuned['closed_book']:.1%} |",
              f"| everyday questions answered right ({len(EVERYDAY_TEST)}) | {forgetting['known_by_base']} | "
-             f"{forgetting['kept']} of those ({forgetting['retention']:.0%} kept) |",
+             f"{forgetting['right_tuned']}, of which {forgetting['kept']} of the base's ({forgetting['retention']:.0%} "
+             "kept) |",
              f"| loss on the base model's own everyday answers | {forgetting['own_answer_loss_base']:.3f} | "
              f"{forgetting['own_answer_loss_tuned']:.3f} |",
              f"| held-out loss (test split) | {base['test_loss']:.3f} | {tuned['test_loss']:.3f} |",

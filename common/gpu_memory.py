@@ -23,10 +23,7 @@ from typing import Callable, Optional, TypeVar
 
 from .errors import SettingsError
 
-GRADIENT_CHECKPOINTINGS = ("auto", "unsloth", "true", "false")
 UNSLOTH_VALUES = {"unsloth": "unsloth", "true": True, "false": False}  # Unsloth's use_gradient_checkpointing
-LOAD_IN_4BITS = ("auto", "true", "false")
-RUNS_SIDE_BY_SIDES = ("auto", "true", "false")
 PROCESS_BYTES = 2**30  # a process's own GPU memory beyond its tensors: CUDA context, cuBLAS workspace, kernels
 SIXTEEN_BIT_SHARE = 0.25  # "auto" loads 16-bit weights where they take at most this share of the free GPU memory
 FREE_MEMORY_SHARE = 0.75  # "auto" runs without checkpointing where the activations take at most this share of it
@@ -50,11 +47,6 @@ def uses_4bit(value: str | bool) -> bool:
     if value == "auto":
         raise SettingsError("LOAD_IN_4BIT auto is decided before the model loads (gpu_memory.with_load_in_4bit).")
     return value in (True, "true")
-
-
-def check_load_in_4bit(value: str | bool) -> None:
-    if value not in LOAD_IN_4BITS and not isinstance(value, bool):
-        raise SettingsError(f"LOAD_IN_4BIT must be one of {', '.join(LOAD_IN_4BITS)}, not {value!r}.")
 
 
 def weight_bytes_16bit(model_path: str | Path) -> Optional[int]:
@@ -93,7 +85,6 @@ def choose_load_in_4bit(value: str | bool, *, weight_bytes: Optional[int], free:
     """(whether to load the base in 4 bits; why). "true"/"false" are kept; "auto": 16-bit where the 16-bit
     `weight_bytes` take at most SIXTEEN_BIT_SHARE of the `free` GPU memory, else 4-bit (also where the size is not
     known)."""
-    check_load_in_4bit(value)
     if value != "auto":
         return uses_4bit(value), "as set (LOAD_IN_4BIT)"
     if weight_bytes is None:
@@ -128,16 +119,9 @@ def with_load_in_4bit(settings, model_path: str | Path, device: str):
     return settings.replace(load_in_4bit="true" if four else "false")
 
 
-def check_mode(mode: str) -> None:
-    if mode not in GRADIENT_CHECKPOINTINGS:
-        raise SettingsError(f"GRADIENT_CHECKPOINTING must be one of {', '.join(GRADIENT_CHECKPOINTINGS)}, "
-                            f"not {mode!r}.")
-
-
 def loaded_checkpointing(mode: str) -> str | bool:
     """Unsloth's use_gradient_checkpointing to load the model with: "auto" loads with Unsloth's (so that it can be
     turned on again after an out-of-memory), and the training decides."""
-    check_mode(mode)
     return UNSLOTH_VALUES.get(mode, "unsloth")
 
 
@@ -145,7 +129,6 @@ def choose_gradient_checkpointing(mode: str, *, activations: int, free: int) -> 
     """(the checkpointing a run uses: "unsloth", "true" or "false"; why). A mode other than "auto" is kept; "auto":
     "false" where the largest batch's `activations` take at most FREE_MEMORY_SHARE of the `free` GPU memory (the
     rest: logits, LoRA gradients, the optimizer, the allocator's slack), else "unsloth"."""
-    check_mode(mode)
     if mode != "auto":
         return mode, "as set (GRADIENT_CHECKPOINTING)"
     sizes = f"the largest batch's activations, ~{gib(activations)}, against {gib(free)} of free GPU memory"
@@ -154,17 +137,11 @@ def choose_gradient_checkpointing(mode: str, *, activations: int, free: int) -> 
     return "unsloth", f"auto: {sizes}: they do not fit in {FREE_MEMORY_SHARE:.0%} of it"
 
 
-def check_runs_side_by_side(mode: str) -> None:
-    if mode not in RUNS_SIDE_BY_SIDES:
-        raise SettingsError(f"RUNS_SIDE_BY_SIDE must be one of {', '.join(RUNS_SIDE_BY_SIDES)}, not {mode!r}.")
-
-
 def choose_runs_side_by_side(mode: str, *, runs: int, device: str, run_bytes: int, activations: int,
                              free: int) -> tuple[bool, str]:
     """(whether `runs` runs train at once, each in its own process; why). "true"/"false" are kept; "auto": on a CUDA
     GPU, where the other runs' processes (`run_bytes` each: weights, LoRA and optimizer; plus their `activations`
     and PROCESS_BYTES) and this process's activations take at most FREE_MEMORY_SHARE of the `free` GPU memory."""
-    check_runs_side_by_side(mode)
     if runs < 2 or mode == "false":
         return False, "one after the other" + (" (RUNS_SIDE_BY_SIDE false)" if runs > 1 else "")
     if mode == "true":

@@ -20,14 +20,13 @@ from .adapter import lora_update, reset_lora, set_mean_update
 from .cpt import EMBEDDING_MODULES, trains_embeddings
 from .distributed import is_main_process, say, world_size
 from .errors import SettingsError, TrainingError
-from .gpu_memory import check_runs_side_by_side, choose_runs_side_by_side
+from .gpu_memory import choose_runs_side_by_side
 from .selection import epoch_choice
-from .settings import TrainSettings
+from .settings import AUTO, TrainSettings
 from .training import load_model_for_training, resume_checkpoint, train_model
 
 UPDATE_FILE = "run.pt"  # a finished run's A and B, log and epoch measures, in its folder
 LOG_FILE = "train.log"  # what a run trained in its own process (RUNS_SIDE_BY_SIDE) printed, in its folder
-AUTO = -1  # MEAN_OF_RUNS / ADAPTER_SCALE: decided by with_mean_of_runs
 GPU_RUNS = 3  # MEAN_OF_RUNS auto on a CUDA GPU
 ONE_RUN_SCALE = 0.8  # ADAPTER_SCALE auto for one run; a mean of runs keeps its update whole
 
@@ -50,9 +49,7 @@ def with_mean_of_runs(s: TrainSettings, device: str) -> tuple[TrainSettings, str
 
 
 def check_mean_of_runs(s: TrainSettings) -> None:
-    check_runs_side_by_side(s.runs_side_by_side)
-    if s.mean_of_runs < 1:
-        raise SettingsError(f"MEAN_OF_RUNS must be -1 (auto), 1 (one run, as trained) or more, not {s.mean_of_runs}.")
+    """A mean of several runs where its runs could not be averaged (their range is checked by TrainSettings)."""
     whole = sorted(set(s.target_modules) & set(EMBEDDING_MODULES))
     if s.mean_of_runs > 1 and whole:
         raise SettingsError(f"MEAN_OF_RUNS > 1 keeps the mean of the runs' LoRA updates, and {', '.join(whole)} in "

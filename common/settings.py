@@ -45,6 +45,11 @@ def scheduler_name() -> tuple[str, Callable]:
 
 
 DEVICES = ("auto", "cuda", "cpu")
+TRAINING_MODES = ("sft", "cpt")
+LOAD_IN_4BITS = ("auto", "true", "false")  # adapters of older versions recorded True / False, also accepted
+GRADIENT_CHECKPOINTINGS = ("auto", "unsloth", "true", "false")
+RUNS_SIDE_BY_SIDES = ("auto", "true", "false")
+AUTO = -1  # MEAN_OF_RUNS and ADAPTER_SCALE: decided by the device (runs.with_mean_of_runs)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,7 +126,13 @@ class TrainSettings(StepSettings):
         "warmup_steps": at_least(0), "batch_size": at_least(1), "batch_tokens": at_least(-1),
         "gradient_accumulation_steps": at_least(1), "num_epochs": above(0), "logging_steps": at_least(1),
         "eval_steps": at_least(0), "save_steps": at_least(0), "save_total_limit": at_least(1),
-        "target_modules": ("a list of at least one layer name", bool), "device": one_of(*DEVICES)}
+        "target_modules": ("a list of at least one layer name", bool), "device": one_of(*DEVICES),
+        "training_mode": one_of(*TRAINING_MODES), "gradient_checkpointing": one_of(*GRADIENT_CHECKPOINTINGS),
+        "load_in_4bit": (f"one of {', '.join(LOAD_IN_4BITS)}", lambda v: v in LOAD_IN_4BITS or isinstance(v, bool)),
+        "runs_side_by_side": one_of(*RUNS_SIDE_BY_SIDES),
+        "mean_of_runs": ("-1 (auto), 1 (one run, as trained) or more", lambda v: v == AUTO or v >= 1),
+        "adapter_scale": ("-1 (auto), or above 0 and at most 1 (1: the update as trained)",
+                          lambda v: v == AUTO or 0 < v <= 1)}
     dataset_dir: str
     output_dir: str
     model_name: str

@@ -2,10 +2,10 @@
 import pytest
 from peft import get_peft_model
 
-from common.cpt import (check_packed, check_training_mode, chunk_texts, embedding_learning_rate, pack_texts,
+from common.cpt import (check_packed, chunk_texts, embedding_learning_rate, pack_texts,
                         packed_text_splits)
 from common.dataset import load_dataset_dir
-from common.errors import FormattingError, SettingsError
+from common.errors import FormattingError
 from common.models import load_causal_lm
 from common.settings import TrainSettings
 from common.training import lora_config, mean_loss, train_cpu
@@ -41,10 +41,7 @@ def test_splits_pack_train_and_test_text_and_no_text_is_refused(sample_dataset_d
         check_packed(pack_texts(chunk_texts([{"template": "fact", "output": "x", "chunk_id": "c"}]), tokenizer, 64))
 
 
-def test_training_mode_and_embedding_learning_rate_settings():
-    check_training_mode("cpt")
-    with pytest.raises(SettingsError, match="TRAINING_MODE must be sft .* or cpt"):
-        check_training_mode("pretrain")
+def test_embedding_learning_rate_settings():
     s = TrainSettings.defaults(learning_rate=1e-3, embedding_learning_rate=None)
     assert embedding_learning_rate(s) is None  # embeddings not trained
     with_embeddings = s.replace(target_modules=[*s.target_modules, "embed_tokens", "lm_head"])
