@@ -2,7 +2,8 @@
 - question recall: plain questions about the papers' facts, asked in words no training record uses;
 - cloze recall: a sentence of the paper with its fact blanked, primed up to the blank (memorised text);
 - everyday questions kept: of those the base model answers right, the share the tuned one still answers right
-  (beside it, how many each answers right in all: a tune can also learn some it did not know); and, smoother, the tuned model's loss on the base model's own answers to them (base: its own loss);
+  (beside it, how many each answers right in all: a tune can also learn some it did not know); and, smoother,
+  the tuned model's loss on the base model's own answers to them (base: its own loss);
 - held-out loss and perplexity on the test split.
 Written to `<output_dir>/eval.md` (tables + chart), `eval.png` and `eval.json`.
 """
