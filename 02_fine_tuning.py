@@ -24,7 +24,7 @@ from common.runs import check_mean_of_runs, train_runs, with_mean_of_runs
 from common.settings import TrainSettings
 from common.tokenizing import check_tokenized, tokenize_cached, tokenize_rows
 from common.tracking import check_tracking
-from common.training import load_model_for_training
+from common.training import load_model_for_training, with_learning_rate
 
 DATASET_DIR = "data/dataset"  # the dataset saved by 01_create_dataset.py
 OUTPUT_DIR = "outputs/run"  # where the adapter, checkpoints and report go
@@ -43,7 +43,7 @@ LORA_ALPHA = 64  # LoRA scaling (alpha / r)
 LORA_DROPOUT = 0.0  # dropout on the LoRA layers
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # layers with LoRA
 USE_RSLORA = False  # rank-stabilised LoRA scaling
-LEARNING_RATE = 2e-3  # peak learning rate (chosen on the embedded 135M model; 1B+ models: 2e-4)
+LEARNING_RATE = -1.0  # peak learning rate; -1 (auto): 2e-3 under 1B parameters (chosen on the 135M model), else 2e-4
 EMBEDDING_LEARNING_RATE = None  # for embed_tokens / lm_head when in TARGET_MODULES (None: LEARNING_RATE / 10)
 WEIGHT_DECAY = 0.0  # AdamW weight decay on the LoRA weights
 LR_SCHEDULER_TYPE = "linear"  # learning-rate schedule after the warm-up (transformers' names: linear, cosine...)
@@ -84,6 +84,8 @@ def main():
     dataset = load_dataset_dir(s.dataset_dir)
     model_path = resolve_model_path(s.model_name)
     s = with_init_adapter(s, model_path)  # an earlier adapter (e.g. cpt's) trains on with its own LoRA shape
+    s, rate = with_learning_rate(s, model_path)  # auto: by the model's size
+    say(rate)
     check_target_modules(model_path, s.target_modules)  # a misspelt layer: now, not after the self-replay
     tokenizer = load_tokenizer(model_path)
     check_dataset_tokenizer(s.dataset_dir, tokenizer)

@@ -44,7 +44,7 @@ from common.replay import mix_replay, replay_records  # noqa: E402
 from common.runs import with_mean_of_runs  # noqa: E402
 from common.settings import TrainSettings  # noqa: E402
 from common.tokenizing import tokenize_rows  # noqa: E402
-from common.training import lora_config, total_steps, train_cpu  # noqa: E402
+from common.training import lora_config, total_steps, train_cpu, with_learning_rate  # noqa: E402
 
 
 # the harness's own options (not 02's), each with how its value is read
@@ -270,6 +270,7 @@ def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales
     fact_kinds = experiment.get("fact_tokens", [])
     s = TrainSettings.defaults(dataset_dir=dataset_dir, evaluate=False, save_steps=0, eval_steps=0, **overrides)
     model_path = resolve_model_path(s.model_name)
+    s = with_learning_rate(s, model_path)[0]  # auto: by the model's size, as 02 decides it
     tokenizer = load_tokenizer(model_path)
     dataset = load_dataset_dir(dataset_dir)
     records = [r for r in dataset["train"] if r["template"] not in drop]

@@ -8,7 +8,7 @@ answers, so cpt mixes none in; a later sft run (INIT_ADAPTER) has them.
 """
 from .distributed import say
 from .errors import FormattingError
-from .settings import TrainSettings
+from .settings import TrainSettings, decided_learning_rate
 from .tokenizing import TokenizedData
 
 TEXT_TEMPLATES = ("section_summary", "title_abstract")  # the records whose output is a chunk's text
@@ -67,4 +67,4 @@ def embedding_learning_rate(s: TrainSettings) -> float | None:
     """The learning rate of the input embedding and LM head where they are trained (None: they are not)."""
     if not trains_embeddings(s):
         return None
-    return s.embedding_learning_rate if s.embedding_learning_rate is not None else s.learning_rate / 10
+    return s.embedding_learning_rate if s.embedding_learning_rate is not None else decided_learning_rate(s) / 10

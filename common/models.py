@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Optional
 
 from .config import ROOT
 from .distributed import say
@@ -136,17 +137,31 @@ def load_causal_lm(model_path: str, *, dtype=None, device: str | None = None):
     return model.to(device) if device else model
 
 
-def check_target_modules(model_path: str, target_modules: list[str]) -> None:
-    """Every TARGET_MODULES name is a layer of the model, checked on its shape alone (no weights) before any work:
-    PEFT trains the names it finds and leaves a misspelt one out without a word."""
+def model_shape(model_path: str):
+    """The model built from its config on the meta device (its layers and sizes, no weights), or None where its
+    config cannot be read (the model's loading then says what is wrong with it)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
     try:
         config = AutoConfig.from_pretrained(model_path)
     except (OSError, ValueError):
-        return  # the model's loading says what is wrong with it
+        return None
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
+        return AutoModelForCausalLM.from_config(config)
+
+
+def parameter_count(model_path: str) -> Optional[int]:
+    """The model's parameters (a tied embedding once), from its shape alone; None where that is not known."""
+    model = model_shape(model_path)
+    return None if model is None else sum(p.numel() for p in model.parameters())
+
+
+def check_target_modules(model_path: str, target_modules: list[str]) -> None:
+    """Every TARGET_MODULES name is a layer of the model, checked on its shape alone (no weights) before any work:
+    PEFT trains the names it finds and leaves a misspelt one out without a word."""
+    model = model_shape(model_path)
+    if model is None:
+        return
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [m for m in target_modules if m not in names]
     if missing:

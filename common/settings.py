@@ -49,7 +49,8 @@ TRAINING_MODES = ("sft", "cpt")
 LOAD_IN_4BITS = ("auto", "true", "false")  # adapters of older versions recorded True / False, also accepted
 GRADIENT_CHECKPOINTINGS = ("auto", "unsloth", "true", "false")
 RUNS_SIDE_BY_SIDES = ("auto", "true", "false")
-AUTO = -1  # MEAN_OF_RUNS and ADAPTER_SCALE: decided by the device (runs.with_mean_of_runs)
+AUTO = -1  # MEAN_OF_RUNS and ADAPTER_SCALE: decided by the device (runs.with_mean_of_runs); LEARNING_RATE: by the
+# model's size (training.with_learning_rate)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,7 +122,8 @@ class TrainSettings(StepSettings):
     SCRIPT: ClassVar[str] = "02_fine_tuning.py"
     LIMITS: ClassVar[dict] = {
         "prompt_format": one_of(*PROMPT_FORMATS), "replay_fraction": below_one(), "max_seq_length": at_least(16),
-        "lora_r": at_least(1), "lora_alpha": above(0), "lora_dropout": below_one(), "learning_rate": above(0),
+        "lora_r": at_least(1), "lora_alpha": above(0), "lora_dropout": below_one(),
+        "learning_rate": ("-1 (auto: by the model's size) or above 0", lambda v: v == AUTO or v > 0),
         "embedding_learning_rate": above(0), "weight_decay": at_least(0), "lr_scheduler_type": scheduler_name(),
         "warmup_steps": at_least(0), "batch_size": at_least(1), "batch_tokens": at_least(-1),
         "gradient_accumulation_steps": at_least(1), "num_epochs": above(0), "logging_steps": at_least(1),
@@ -190,6 +192,14 @@ class TrainSettings(StepSettings):
             else fallback
         known = {f.name for f in fields(cls)}
         return cls.defaults(**{k: v for k, v in saved.items() if k in known})
+
+
+def decided_learning_rate(s: TrainSettings) -> float:
+    """s.learning_rate where it is decided: AUTO reaching an optimizer would train with a rate of -1."""
+    if s.learning_rate == AUTO:
+        raise SettingsError("LEARNING_RATE auto is decided by the model's size before training "
+                            "(training.with_learning_rate).")
+    return s.learning_rate
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,6 +10,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Optional
 
 from tqdm import tqdm
 
@@ -18,9 +19,35 @@ from .checkpoints import latest_checkpoint, load_checkpoint, prune_checkpoints, 
 from .cpt import EMBEDDING_MODULES, embedding_learning_rate
 from .distributed import is_main_process, say
 from .errors import TrainingError
-from .settings import TrainSettings
+from .settings import AUTO, TrainSettings, decided_learning_rate
 from .tokenizing import IGNORE_INDEX, pad_batch
 from .tracking import cpu_tracker, tracking_environment
+
+
+SMALL_MODEL = 10**9  # parameters: LEARNING_RATE auto is SMALL_MODEL_LEARNING_RATE below, LORA_LEARNING_RATE from it
+SMALL_MODEL_LEARNING_RATE = 2e-3  # chosen by the knowledge check on the embedded 135M model (bench/README.md)
+LORA_LEARNING_RATE = 2e-4  # the usual LoRA rate of 1B+ models (QLoRA's 7B and 13B runs, Unsloth's notebooks)
+
+
+def choose_learning_rate(value: float, *, parameters: Optional[int]) -> tuple[float, str]:
+    """(LEARNING_RATE, why): a number is kept; auto goes by the model's size. A small model needs a larger rate to
+    learn the papers in two epochs; at 1B and more that rate makes the tune forget and drift."""
+    if value != AUTO:
+        return value, "as set"
+    if parameters is None:
+        return LORA_LEARNING_RATE, "auto: the model's size is not known here, so the usual LoRA rate"
+    size = f"{parameters / 1e9:.2f}B parameters"
+    if parameters < SMALL_MODEL:
+        return SMALL_MODEL_LEARNING_RATE, f"auto: {size}, under {SMALL_MODEL / 1e9:g}B"
+    return LORA_LEARNING_RATE, f"auto: {size}, the usual LoRA rate from {SMALL_MODEL / 1e9:g}B"
+
+
+def with_learning_rate(s: TrainSettings, model_path: str) -> tuple[TrainSettings, str]:
+    """`s` with LEARNING_RATE decided for this model (choose_learning_rate), and a line saying which and why."""
+    from .models import parameter_count
+    rate, why = choose_learning_rate(s.learning_rate,
+                                     parameters=parameter_count(model_path) if s.learning_rate == AUTO else None)
+    return s.replace(learning_rate=rate), f"LEARNING_RATE {rate:g} ({why})."
 
 
 def total_steps(lengths: list[int], s: TrainSettings) -> int:
@@ -47,9 +74,10 @@ def optimizer_groups(model, s: TrainSettings) -> list[dict]:
     EMBEDDING_LEARNING_RATE (Unsloth's continued-pretraining recipe)."""
     trained = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     whole = [p for name, p in trained if name.endswith("modules_to_save.default.weight")]
-    groups = [{"params": [p for _, p in trained if not any(p is w for w in whole)], "lr": s.learning_rate}]
+    rate = decided_learning_rate(s)
+    groups = [{"params": [p for _, p in trained if not any(p is w for w in whole)], "lr": rate}]
     if whole:
-        groups.append({"params": whole, "lr": embedding_learning_rate(s) or s.learning_rate})
+        groups.append({"params": whole, "lr": embedding_learning_rate(s) or rate})
     return groups
 
 
@@ -146,7 +174,7 @@ def train_cpu(model, rows: list[dict], pad_id: int, s: TrainSettings, *, eval_ro
     elif bf16 is None:
         bf16 = torch.cuda.is_bf16_supported()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(optimizer_groups(model, s), lr=s.learning_rate, weight_decay=s.weight_decay)
+    optimizer = torch.optim.AdamW(optimizer_groups(model, s), lr=decided_learning_rate(s), weight_decay=s.weight_decay)
     lengths = [len(r["input_ids"]) for r in rows]
     steps = total_steps(lengths, s)
     # one epoch's batch plan, made once per epoch rather than at every step

@@ -31,7 +31,7 @@ from .distributed import local_rank, say, world_size
 from .errors import SettingsError
 from .gpu_memory import (UNSLOTH_VALUES, activation_bytes, choose_gradient_checkpointing, loaded_checkpointing,
                          train_or_fall_back, uses_4bit)
-from .settings import TrainSettings
+from .settings import TrainSettings, decided_learning_rate
 from .tracking import PROJECT, report_targets
 
 BATCHINGS = ("grouped", "packed", "padded", "padding_free", "tokens")
@@ -220,7 +220,7 @@ def sft_config(settings: TrainSettings, *, output_dir, batching: str, evaluating
     evaluating = evaluating and s.eval_steps > 0
     return (config_class or SFTConfig)(
         output_dir=str(Path(output_dir) / "checkpoints"), per_device_train_batch_size=s.batch_size,
-        gradient_accumulation_steps=s.gradient_accumulation_steps, learning_rate=s.learning_rate,
+        gradient_accumulation_steps=s.gradient_accumulation_steps, learning_rate=decided_learning_rate(s),
         weight_decay=s.weight_decay, warmup_steps=s.warmup_steps, lr_scheduler_type=s.lr_scheduler_type,
         num_train_epochs=s.num_epochs, max_steps=s.max_steps if s.max_steps and s.max_steps > 0 else -1,
         logging_steps=s.logging_steps, seed=s.seed, optim="adamw_8bit", bf16=bf16, fp16=not bf16,

@@ -22,14 +22,15 @@ def _lora_weights(model) -> dict:
 
 def test_an_earlier_adapter_trains_on_with_its_own_shape(embedded_path, tokenizer, tmp_path, capsys):
     cpt = TrainSettings.defaults(output_dir=str(tmp_path / "cpt"), training_mode="cpt", lora_r=4, lora_alpha=8,
-                                 target_modules=["q_proj", "v_proj"], batch_tokens=0, max_steps=1, warmup_steps=0)
+                                 target_modules=["q_proj", "v_proj"], batch_tokens=0, max_steps=1, warmup_steps=0,
+                                 learning_rate=2e-3)
     model = get_peft_model(load_causal_lm(str(embedded_path)), lora_config(cpt))
     history = train_cpu(model, pack_texts([TEXT], tokenizer, 64).rows, tokenizer.pad_token_id, cpt)
     adapter_dir = save_adapter(model, tokenizer, cpt, history)
     saved = _lora_weights(model)
 
     sft = TrainSettings.defaults(output_dir=str(tmp_path / "sft"), init_adapter=str(adapter_dir), batch_tokens=0,
-                                 max_steps=1, warmup_steps=0)
+                                 max_steps=1, warmup_steps=0, learning_rate=2e-3)
     handed = with_init_adapter(sft, str(embedded_path))
     assert (handed.lora_r, handed.lora_alpha, handed.target_modules) == (4, 8, ["q_proj", "v_proj"])
     assert "training goes on with its LoRA shape (r 4" in capsys.readouterr().out
@@ -60,7 +61,7 @@ def test_an_init_adapter_of_another_model_or_none_is_refused(embedded_path, tmp_
 
 
 def test_adapter_scale_keeps_that_share_of_the_update(embedded_path, tokenizer):
-    s = TrainSettings.defaults(lora_r=4, lora_alpha=8, batch_tokens=0, max_steps=2, warmup_steps=0)
+    s = TrainSettings.defaults(lora_r=4, lora_alpha=8, batch_tokens=0, max_steps=2, warmup_steps=0, learning_rate=2e-3)
     model = get_peft_model(load_causal_lm(str(embedded_path)), lora_config(s))
     train_cpu(model, tokenize_rows([RECORD], tokenizer, "chat", 128).rows, tokenizer.pad_token_id, s)
     ids = torch.tensor([tokenize_rows([RECORD], tokenizer, "chat", 128).rows[0]["input_ids"]])
@@ -82,13 +83,14 @@ def test_adapter_scale_keeps_that_share_of_the_update(embedded_path, tokenizer):
 
 def test_an_init_adapter_goes_on_from_its_whole_update_so_the_scale_applies_once(embedded_path, tokenizer, tmp_path):
     cpt = TrainSettings.defaults(output_dir=str(tmp_path / "cpt"), lora_r=4, lora_alpha=8, batch_tokens=0,
-                                 max_steps=1, warmup_steps=0, adapter_scale=0.8)
+                                 max_steps=1, warmup_steps=0, adapter_scale=0.8, learning_rate=2e-3)
     model = get_peft_model(load_causal_lm(str(embedded_path)), lora_config(cpt))
     history = train_cpu(model, tokenize_rows([RECORD], tokenizer, "chat", 128).rows, tokenizer.pad_token_id, cpt)
     trained = _lora_weights(model)
     scale_adapter(model, cpt.adapter_scale)  # as 02 saves it
     adapter_dir = save_adapter(model, tokenizer, cpt, history)
-    sft = with_init_adapter(TrainSettings.defaults(init_adapter=str(adapter_dir)), str(embedded_path))
+    sft = with_init_adapter(TrainSettings.defaults(init_adapter=str(adapter_dir), learning_rate=2e-3),
+                            str(embedded_path))
     model = load_model_for_training(str(embedded_path), sft, "cpu")
     assert "kept 0.8 of its trained update" in restore_trained_update(model, adapter_dir)
     restored = _lora_weights(model)

@@ -62,3 +62,9 @@ def test_a_misspelt_target_module_is_named_before_any_work(embedded_path):
     check_target_modules(str(embedded_path), ["q_proj", "v_proj", "down_proj", "lm_head"])
     with pytest.raises(SettingsError, match=r"no layer named 'q_prj'; its layers include .*k_proj.*q_proj"):
         check_target_modules(str(embedded_path), ["q_prj", "v_proj"])
+
+
+def test_the_parameter_count_comes_from_the_shape_alone(embedded_path, tmp_path):
+    from common.models import parameter_count
+    assert parameter_count(str(embedded_path)) == 134_515_008  # SmolLM2-135M, its embedding tied to the LM head
+    assert parameter_count(str(tmp_path)) is None  # no config: not known

@@ -69,7 +69,8 @@ def test_runs_train_in_their_own_folders_and_a_finished_run_is_not_trained_again
                 "output": "Kesterhaven Intertidal Station was founded in 1987 by Ilse Marrow."}] * 4
     rows = tokenize_rows(records, tokenizer, "chat", 128).rows
     s = TrainSettings.defaults(output_dir=str(tmp_path), mean_of_runs=2, max_steps=2, batch_size=2, save_steps=0,
-                               eval_steps=0, keep_best_epoch=False, evaluate=False, warmup_steps=0)
+                               eval_steps=0, keep_best_epoch=False, evaluate=False, warmup_steps=0,
+                               learning_rate=2e-3)
     assert run_settings(s, 1).seed == s.seed + 1 and run_settings(s, 1).output_dir == str(tmp_path / "run-2")
     model = _model(embedded_path)
     history, _ = train_runs(model, tokenizer, rows, s, device="cpu", eval_rows=[], held_out=[],
@@ -99,7 +100,8 @@ def test_runs_side_by_side_train_in_their_own_processes_and_give_the_same_mean(e
     rows = tokenize_rows(records, tokenizer, "chat", 128).rows
     s = TrainSettings.defaults(output_dir=str(tmp_path / "together"), mean_of_runs=2, max_steps=2, batch_size=2,
                                save_steps=0, eval_steps=0, keep_best_epoch=False, evaluate=False, warmup_steps=0,
-                               lora_r=4, target_modules=["q_proj", "down_proj"], runs_side_by_side="true")
+                               lora_r=4, target_modules=["q_proj", "down_proj"], runs_side_by_side="true",
+                               learning_rate=2e-3)
     model = load_model_for_training(str(embedded_path), s, "cpu")
     history, _ = train_runs(model, tokenizer, rows, s, device="cpu", eval_rows=[], held_out=[],
                             model_path=str(embedded_path))
@@ -126,7 +128,7 @@ def test_a_run_that_fails_in_its_own_process_names_its_log(embedded_path, tokeni
     rows = tokenize_rows(records, tokenizer, "chat", 64).rows
     s = TrainSettings.defaults(output_dir=str(tmp_path), mean_of_runs=2, max_steps=1, batch_size=2, save_steps=0,
                                eval_steps=0, keep_best_epoch=False, evaluate=False, lora_r=4,
-                               target_modules=["q_proj"], runs_side_by_side="true")
+                               target_modules=["q_proj"], runs_side_by_side="true", learning_rate=2e-3)
     model = load_model_for_training(str(embedded_path), s, "cpu")
     with pytest.raises(TrainingError, match=r"Run 2 of 2 stopped in its own process .*run-2/train.log"):
         train_runs(model, tokenizer, rows, s, device="cpu", eval_rows=[], held_out=[],

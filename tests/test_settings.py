@@ -1,13 +1,14 @@
 import pytest
 
 from common.errors import SettingsError
-from common.settings import AnswerSettings, DatasetSettings, TrainSettings
+from common.settings import AnswerSettings, DatasetSettings, TrainSettings, decided_learning_rate
 
 
 @pytest.mark.parametrize("settings_class, field, bad, message", [
     (TrainSettings, "lora_r", 0, "LORA_R (--lora-r) must be at least 1, not 0."),
     (TrainSettings, "batch_size", 0, "BATCH_SIZE (--batch-size) must be at least 1, not 0."),
-    (TrainSettings, "learning_rate", -1.0, "LEARNING_RATE (--learning-rate) must be above 0, not -1.0."),
+    (TrainSettings, "learning_rate", 0.0, "LEARNING_RATE (--learning-rate) must be -1 (auto: by the model's size) "
+                                          "or above 0, not 0.0."),
     (TrainSettings, "replay_fraction", 1.0, "REPLAY_FRACTION (--replay-fraction) must be from 0 to below 1, not 1.0."),
     (TrainSettings, "prompt_format", "alpca", "PROMPT_FORMAT (--prompt-format) must be one of chat, alpaca"),
     (TrainSettings, "lr_scheduler_type", "cosin", "LR_SCHEDULER_TYPE (--lr-scheduler-type) must be a transformers"),
@@ -37,7 +38,13 @@ def test_a_value_out_of_range_is_named_with_what_it_must_be(settings_class, fiel
 def test_the_edges_of_each_range_are_allowed():
     TrainSettings.defaults(replay_fraction=0.0, lora_dropout=0.0, warmup_steps=0, batch_tokens=-1, eval_steps=0,
                            save_steps=0, embedding_learning_rate=None, lr_scheduler_type="constant",
-                           mean_of_runs=-1, adapter_scale=-1.0)
+                           mean_of_runs=-1, adapter_scale=-1.0, learning_rate=-1.0)
     TrainSettings.defaults(mean_of_runs=1, adapter_scale=1.0, load_in_4bit=True)  # as older adapters saved it
     AnswerSettings.defaults(temperature=0.0, top_p=1.0, prompt_format=None)
     DatasetSettings.defaults(test_fraction=0.0, fact_variants=0, qa_judge_min_score=5.0)
+
+
+def test_an_undecided_learning_rate_never_reaches_an_optimizer():
+    with pytest.raises(SettingsError, match="LEARNING_RATE auto is decided by the model's size before training"):
+        decided_learning_rate(TrainSettings.defaults(learning_rate=-1.0))
+    assert decided_learning_rate(TrainSettings.defaults(learning_rate=3e-4)) == 3e-4

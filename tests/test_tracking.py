@@ -78,7 +78,7 @@ def test_the_cpu_loop_writes_its_scalars_to_tensorboard(embedded_path, tokenizer
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     rows = tokenize_rows(RECORDS, tokenizer, "chat", 128).rows
     settings = TrainSettings.defaults(output_dir=str(tmp_path), report_to="tensorboard", max_steps=2, eval_steps=1,
-                                      save_steps=0, warmup_steps=1, batch_tokens=0)
+                                      save_steps=0, warmup_steps=1, batch_tokens=0, learning_rate=2e-3)
     model = get_peft_model(load_causal_lm(str(embedded_path)), lora_config(settings))
     history = train_model(model, tokenizer, rows, settings, device="cpu", eval_rows=rows)
     [run] = (tmp_path / "runs").iterdir()

@@ -6,7 +6,8 @@ from common.errors import FormattingError
 from common.models import load_causal_lm
 from common.settings import TrainSettings
 from common.tokenizing import IGNORE_INDEX, check_tokenized, pad_batch, tokenize_rows
-from common.training import lora_config, mean_loss, train_cpu, trained_token_loss
+from common.training import (choose_learning_rate, lora_config, mean_loss, train_cpu, trained_token_loss,
+                             with_learning_rate)
 
 RECORDS = [{"instruction": "Who founded Kesterhaven Intertidal Station?", "input": "",
             "output": "Ilse Marrow founded it in 1987."},
@@ -106,7 +107,7 @@ def test_the_cpu_loop_autocasts_to_bf16_only_where_that_measured_faster(embedded
     import common.training as training
     monkeypatch.setattr(training, "cpu_autocast_speedup", lambda: speedup)
     rows = tokenize_rows(RECORDS, tokenizer, "chat", 256).rows
-    settings = TrainSettings.defaults(batch_size=2, max_steps=1, warmup_steps=0)
+    settings = TrainSettings.defaults(learning_rate=2e-3, batch_size=2, max_steps=1, warmup_steps=0)
     model = get_peft_model(load_causal_lm(str(embedded_path)), lora_config(settings))
     seen = []
     model.base_model.model.model.layers[0].mlp.down_proj.base_layer.register_forward_hook(
@@ -198,3 +199,24 @@ def test_embeddings_in_target_modules_train_whole_and_tied_at_their_own_rate(emb
     train_cpu(model, rows, tokenizer.pad_token_id, settings)
     trained = embedding.modules_to_save.default.weight
     assert not torch.equal(before, trained.detach()) and trained is head.modules_to_save.default.weight  # still tied
+
+
+def test_learning_rate_auto_goes_by_the_models_size():
+    assert choose_learning_rate(5e-4, parameters=10**10) == (5e-4, "as set")
+    assert choose_learning_rate(-1.0, parameters=134_515_008)[0] == 2e-3
+    assert choose_learning_rate(-1.0, parameters=10**9)[0] == 2e-4
+    rate, why = choose_learning_rate(-1.0, parameters=None)
+    assert rate == 2e-4 and "not known" in why
+
+
+def test_learning_rate_auto_reads_the_size_from_the_models_config(embedded_path, tmp_path):
+    from transformers import LlamaConfig
+    s = TrainSettings.defaults(learning_rate=-1.0)
+    decided, line = with_learning_rate(s, str(embedded_path))
+    assert decided.learning_rate == 2e-3 and line == "LEARNING_RATE 0.002 (auto: 0.13B parameters, under 1B)."
+    # Llama-3.2-1B's shape, its config alone (no weights needed to know the size)
+    LlamaConfig(vocab_size=128256, hidden_size=2048, num_hidden_layers=16, num_attention_heads=32,
+                num_key_value_heads=8, intermediate_size=8192, tie_word_embeddings=True).save_pretrained(tmp_path)
+    decided, line = with_learning_rate(s, str(tmp_path))
+    assert decided.learning_rate == 2e-4 and "1.24B parameters" in line
+    assert with_learning_rate(s.replace(learning_rate=1e-4), str(tmp_path))[0].learning_rate == 1e-4
