@@ -17,7 +17,7 @@ from .inference import generate_batched
 from .knowledge import PLAIN_QUESTIONS_FILE, answered, fact_recalled, read_jsonl, read_questions, recall_score
 from .settings import Generation
 from .tokenizing import tokenize_rows
-from .training import mean_loss
+from .training import inference_dtype, mean_loss
 
 # Greedy and without a repetition penalty, so that base and tuned are scored alike and repeatably.
 FACT_GENERATION = Generation(max_new_tokens=16, temperature=0.0, top_p=1.0, repetition_penalty=1.0, seed=0)
@@ -175,6 +175,7 @@ def write_eval_report(output_dir, results: dict) -> Path:
     _plot(output_dir, base, tuned, forgetting)
     plain, cloze = results["plain_questions"], results["questions"]
     lines = ["# Knowledge check", "", "![base vs tuned](eval.png)", "",
+             *([f"Base and tuned both run in {results['dtype']}.", ""] if "dtype" in results else []),
              "| measure | base | tuned |", "|---|---|---|",
              f"| question recall ({len(plain)} plain questions, closed-book) | {base['question_recall']:.1%} | "
              f"{tuned['question_recall']:.1%} |",
@@ -208,16 +209,32 @@ def write_eval_report(output_dir, results: dict) -> Path:
     return path
 
 
+def in_inference_dtype(model):
+    """A CPU model in training.inference_dtype (02's fp32 tune becomes bf16 where this CPU runs bf16 fast), its LoRA
+    weights kept in fp32 as PEFT loads an adapter, so that 02's check and 03 --evaluate score an adapter alike. A GPU
+    model is left as it is."""
+    from peft.tuners.tuners_utils import cast_adapter_dtype
+    dtype = inference_dtype("cpu")
+    if model.device.type == "cpu" and model.dtype != dtype:
+        model.to(dtype)
+        for adapter in model.peft_config:
+            cast_adapter_dtype(model, adapter)
+    return model
+
+
 def knowledge_check(model, tokenizer, *, test_rows: list[dict], dataset_dir, prompt_format: str, output_dir,
                     epochs: list[dict] = ()) -> dict:
     """Evaluate, write eval.md/png/json into `output_dir`, print the one-line summary; returns the results.
-    `epochs`: the losses of each epoch that chose the one kept (common/selection.py), charted in eval.md."""
+    `epochs`: the losses of each epoch that chose the one kept (common/selection.py), charted in eval.md.
+    On a CPU the model is checked in training.inference_dtype (in_inference_dtype)."""
+    model = in_inference_dtype(model)
     plain = read_jsonl(Path(dataset_dir) / PLAIN_QUESTIONS_FILE)
     results = evaluate_knowledge(model, tokenizer, test_rows=test_rows, questions=read_questions(dataset_dir),
                                  plain_questions=[q for q in plain if q.get("trained", True)],
                                  prompt_format=prompt_format)
     results["held_out_questions"] = [q for q in plain if not q.get("trained", True)]  # test-section facts
     results["epochs"] = list(epochs)
+    results["dtype"] = str(model.dtype).removeprefix("torch.")
     print(f"{summary_line(results)}; report: {write_eval_report(output_dir, results)}")
     return results
 

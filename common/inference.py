@@ -10,14 +10,15 @@ from .gpu_memory import decide_load_in_4bit
 from .models import resolve_model_path
 from .prompts import format_prompt
 from .settings import AnswerSettings, Generation
+from .training import inference_dtype
 
 PROMPTS_FORMAT = ('one prompt per line, or JSONL lines with an "instruction" (and optional "input") '
                   'or a "prompt" field')
 
 
 def load_model_with_adapter(adapter_dir, *, model_name: str | None = None, device: str = "cpu"):
-    """(model, tokenizer, the TrainSettings it was trained with). `model_name` overrides the recorded base."""
-    import torch
+    """(model, tokenizer, the TrainSettings it was trained with). `model_name` overrides the recorded base. On a CPU,
+    in bf16 where this CPU runs it fast (training.inference_dtype), else fp32."""
     from transformers import AutoTokenizer
     from .models import load_causal_lm
 
@@ -36,7 +37,7 @@ def load_model_with_adapter(adapter_dir, *, model_name: str | None = None, devic
         model = attach_adapter(base, adapter_dir, base_name)
         FastLanguageModel.for_inference(model)
         return model, tokenizer, trained
-    model = attach_adapter(load_causal_lm(base_path, dtype=torch.float32), adapter_dir, base_name)
+    model = attach_adapter(load_causal_lm(base_path, dtype=inference_dtype("cpu")), adapter_dir, base_name)
     model.eval()
     return model, tokenizer, trained
 
@@ -83,6 +84,8 @@ def generate(model, tokenizer, prompts, *, prompt_format: str, generation: Gener
     batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left",
                       add_special_tokens=False).to(model.device)
     sample = generation.temperature > 0
+    # Unsloth's loader sets the context size as max_length; beside max_new_tokens it makes every call warn
+    model.generation_config.max_length = None
     with torch.no_grad():
         out = model.generate(**batch, max_new_tokens=generation.max_new_tokens, do_sample=sample,
                              temperature=generation.temperature if sample else None,

@@ -27,8 +27,8 @@ def _generate_answers(model_path: str, tokenizer, prompt_format: str, device: st
     import torch
     from .inference import generate_batched
     from .models import load_causal_lm
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    model = load_causal_lm(model_path, dtype=dtype, device=device).eval()
+    from .training import inference_dtype
+    model = load_causal_lm(model_path, dtype=inference_dtype(device), device=device).eval()
     try:
         return generate_batched(model, tokenizer, REPLAY_PROMPTS, batch_size=64, prompt_format=prompt_format,
                                 generation=REPLAY_GENERATION)

@@ -4,7 +4,9 @@ import dataclasses
 import pytest
 from peft import get_peft_model
 
-from common.evaluation import FACT_GENERATION, evaluate_knowledge, knowledge_gained, write_eval_report
+from common import training
+from common.evaluation import (FACT_GENERATION, evaluate_knowledge, in_inference_dtype, knowledge_gained,
+                               write_eval_report)
 from common.inference import load_model_with_adapter
 from common.models import load_causal_lm
 from common.settings import TrainSettings
@@ -68,3 +70,19 @@ def test_training_with_every_label_masked_is_caught(embedded_path, tokenizer):
     results = _evaluate(model, tokenizer, rows)
     assert not knowledge_gained(results)
     assert results["tuned"]["closed_book"] == results["base"]["closed_book"] == 0.0
+
+
+@pytest.mark.parametrize("fast_bf16", [True, False])
+def test_a_cpu_checks_in_bf16_only_where_it_runs_bf16_fast(adapter_dir, embedded_path, monkeypatch, fast_bf16):  # noqa: F811
+    """02's fp32 tune and 03's loaded adapter are checked in the same dtype, LoRA weights in fp32 either way."""
+    import torch
+    monkeypatch.setattr(training, "cpu_supports_bf16", lambda: fast_bf16)
+    expected = torch.bfloat16 if fast_bf16 else torch.float32
+    trained = get_peft_model(load_causal_lm(str(embedded_path)), lora_config(TrainSettings.defaults()))
+    loaded, tokenizer, _ = load_model_with_adapter(adapter_dir)
+    for model in (in_inference_dtype(trained), in_inference_dtype(loaded)):
+        dtypes = {name: p.dtype for name, p in model.named_parameters()}
+        assert {d for n, d in dtypes.items() if "lora_" in n} == {torch.float32}
+        assert {d for n, d in dtypes.items() if "lora_" not in n} == {expected}
+    results = _evaluate(loaded, tokenizer, tokenize_rows([FACT], tokenizer, "chat", 256).rows)
+    assert results["tuned"]["closed_book"] == 1.0  # the learned fact, in either dtype

@@ -58,6 +58,19 @@ def test_tuned_model_answers_with_the_learned_fact_and_stops(adapter_dir):
     assert len(tokenizer(answer)["input_ids"]) < 40  # stopped at EOS, not at the token limit
 
 
+def test_generate_is_quiet_where_the_loader_set_the_context_size(adapter_dir, caplog):
+    """Unsloth's loader sets generation_config.max_length to the context size (02's check warned at every batch)."""
+    from transformers.utils import logging as transformers_logging
+    model, tokenizer, _ = load_model_with_adapter(adapter_dir)
+    model.generation_config.update(max_length=8192)
+    transformers_logging.enable_propagation()
+    try:
+        answer = generate(model, tokenizer, [FACT["instruction"]], prompt_format="chat", generation=generation(8))[0]
+    finally:
+        transformers_logging.disable_propagation()
+    assert answer and not [r for r in caplog.records if "max_length" in r.getMessage()]
+
+
 def test_missing_adapter_folder_gives_a_clear_error(tmp_path):
     with pytest.raises(ModelError, match="run 02_fine_tuning.py first"):
         load_model_with_adapter(tmp_path / "nothing-here")
