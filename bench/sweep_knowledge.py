@@ -16,7 +16,8 @@ More: `loraplus=R` trains every lora_B at R x the learning rate (LoRA+); `soup=N
 seed..seed+N-1) and checks their mean update (02's MEAN_OF_RUNS); `fact_tokens=fact` puts the loss of those record
 kinds' answers on their key facts (names, dates, numbers) and closing tokens only; `branch=N` trains one run's first
 epoch once, then its second epoch N times (seeds seed..seed+N-1: other batch orders) from there, and checks their mean
-update; `answer_first=true` opens each fact record's answer to a question that asks for one fact with that fact.
+update; `answer_first=true` opens each fact record's answer to a question that asks for one fact with that fact;
+`replay=FILE` takes the self-replay answers from that replay cache file (e.g. one made on a CPU, or in fp32).
 `--scales` also takes `iK` / `iKsS`: the update whole but for its intruder dimensions (the tuned weights' top
 singular vectors unlike any of the base's, cosine below S, default 0.5), which keep K of their singular value; and
 `aXmY`: the attention layers' update at X of itself, the MLP layers' at Y (either left out: 1); `tK`: the update cut
@@ -50,7 +51,8 @@ from common.training import lora_config, total_steps, train_cpu, with_learning_r
 # the harness's own options (not 02's), each with how its value is read
 EXPERIMENTS = {"drop": lambda value: value.split("+"), "lora_a": str, "layers": str, "cooldown": int,
                "cooldown_lr": float, "loraplus": float, "soup": int, "branch": int,
-               "fact_tokens": lambda value: value.split("+"), "answer_first": lambda value: value.lower() == "true"}
+               "fact_tokens": lambda value: value.split("+"), "answer_first": lambda value: value.lower() == "true",
+               "replay": str}
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")  # the LoRA layers a scale "aX" applies to; "mY": the rest
 
 
@@ -267,7 +269,7 @@ def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales
     drop, lora_a, layers = experiment.get("drop", []), experiment.get("lora_a"), experiment.get("layers")
     cooldown, cooldown_lr = experiment.get("cooldown", 0), experiment.get("cooldown_lr")
     loraplus, soup, branch = experiment.get("loraplus"), experiment.get("soup", 1), experiment.get("branch", 1)
-    fact_kinds = experiment.get("fact_tokens", [])
+    fact_kinds, replay_file = experiment.get("fact_tokens", []), experiment.get("replay")
     s = TrainSettings.defaults(dataset_dir=dataset_dir, evaluate=False, save_steps=0, eval_steps=0, **overrides)
     model_path = resolve_model_path(s.model_name)
     s = with_learning_rate(s, model_path)[0]  # auto: by the model's size, as 02 decides it
@@ -279,7 +281,8 @@ def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales
         print(f"answer_first: {sum(r['output'] != o['output'] for r, o in zip(records, dataset['train']))} records",
               flush=True)
     replay = replay_records(model_name=s.model_name, model_path=model_path, tokenizer=tokenizer,
-                            prompt_format=s.prompt_format, device=device) if s.replay_fraction > 0 else []
+                            prompt_format=s.prompt_format, device=device,
+                            cache_file=replay_file) if s.replay_fraction > 0 else []
     mixed = mix_replay(records, replay, s.replay_fraction)
     train = tokenize_rows(mixed, tokenizer, s.prompt_format, s.max_seq_length)
     if fact_kinds:  # the loss on the key facts only, in these record kinds' answers

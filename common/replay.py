@@ -1,6 +1,6 @@
 """Self-replay: the base model's own answers to everyday instructions (everyday.REPLAY_PROMPTS, distinct from the
 knowledge check's everyday questions), mixed into training as a share of the rows, so that the tune keeps the
-general behaviour it had. Generated once per model on the device in use, and cached."""
+general behaviour it had. Generated once per model, on the device in use and in its inference dtype, and cached."""
 import hashlib
 import json
 import os
@@ -16,19 +16,21 @@ CACHE_DIR = ROOT / ".cache" / "replay"
 TEMPLATE = "replay"
 
 
-def replay_cache_file(model_name: str, prompt_format: str, cache_dir=None) -> Path:
-    key = json.dumps([model_name, prompt_format, REPLAY_PROMPTS, REPLAY_GENERATION.__dict__])
+def replay_cache_file(model_name: str, prompt_format: str, *, device: str, dtype, cache_dir=None) -> Path:
+    """The cache of the base model's answers as generated on `device` in `dtype` (greedy answers differ between
+    bf16 and fp32, and between a CPU's kernels and a GPU's)."""
+    precision = f"{device}-{str(dtype).removeprefix('torch.')}"
+    key = json.dumps([model_name, prompt_format, REPLAY_PROMPTS, REPLAY_GENERATION.__dict__, precision])
     slug = Path(model_name.rstrip("/")).name.replace(" ", "_")
-    return Path(cache_dir or CACHE_DIR) / f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsonl"
+    return Path(cache_dir or CACHE_DIR) / f"{slug}-{precision}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsonl"
 
 
-def _generate_answers(model_path: str, tokenizer, prompt_format: str, device: str) -> list[str]:
-    """The base model's greedy answers to REPLAY_PROMPTS, by plain transformers on `device`."""
+def _generate_answers(model_path: str, tokenizer, prompt_format: str, device: str, dtype) -> list[str]:
+    """The base model's greedy answers to REPLAY_PROMPTS, by plain transformers on `device` in `dtype`."""
     import torch
     from .inference import generate_batched
     from .models import load_causal_lm
-    from .training import inference_dtype
-    model = load_causal_lm(model_path, dtype=inference_dtype(device), device=device).eval()
+    model = load_causal_lm(model_path, dtype=dtype, device=device).eval()
     try:
         return generate_batched(model, tokenizer, REPLAY_PROMPTS, batch_size=64, prompt_format=prompt_format,
                                 generation=REPLAY_GENERATION)
@@ -38,15 +40,19 @@ def _generate_answers(model_path: str, tokenizer, prompt_format: str, device: st
             torch.cuda.empty_cache()
 
 
-def replay_records(*, model_name: str, model_path: str, tokenizer, prompt_format: str, device: str) -> list[dict]:
-    """Records of the base model's own answers to REPLAY_PROMPTS, from the cache or generated now (once)."""
-    cache = replay_cache_file(model_name, prompt_format)
+def replay_records(*, model_name: str, model_path: str, tokenizer, prompt_format: str, device: str,
+                   cache_file=None) -> list[dict]:
+    """Records of the base model's own answers to REPLAY_PROMPTS, from the cache or generated now (once), in
+    training.inference_dtype(device). `cache_file`: read (or make) that file instead, e.g. answers made elsewhere."""
+    from .training import inference_dtype
+    dtype = inference_dtype(device)
+    cache = Path(cache_file) if cache_file else replay_cache_file(model_name, prompt_format, device=device, dtype=dtype)
     if cache.exists():
         answers = [json.loads(line)["output"] for line in cache.read_text(encoding="utf-8").splitlines()]
     else:
-        say(f"Self-replay: the base model answers {len(REPLAY_PROMPTS)} everyday instructions once (cached in "
-            f"{cache.parent})...")
-        answers = _generate_answers(model_path, tokenizer, prompt_format, device)
+        say(f"Self-replay: the base model answers {len(REPLAY_PROMPTS)} everyday instructions once, in "
+            f"{str(dtype).removeprefix('torch.')} (cached in {cache.parent})...")
+        answers = _generate_answers(model_path, tokenizer, prompt_format, device, dtype)
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text("".join(json.dumps({"instruction": p, "output": a}, ensure_ascii=False) + "\n"

@@ -181,6 +181,9 @@ def train_cpu(model, rows: list[dict], pad_id: int, s: TrainSettings, *, eval_ro
             f"{cpu_autocast_speedup():.2f}x fp32's speed on this CPU.")
     elif bf16 is None:
         bf16 = torch.cuda.is_bf16_supported()
+    # the test split's loss at the training's precision too: 1.9x as fast in bf16 (the epoch choice's measures stay
+    # fp32, like the start's, measured before training)
+    precision = functools.partial(torch.autocast, device, dtype=torch.bfloat16, enabled=bf16)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(optimizer_groups(model, s), lr=decided_learning_rate(s), weight_decay=s.weight_decay)
     lengths = [len(r["input_ids"]) for r in rows]
@@ -209,7 +212,7 @@ def train_cpu(model, rows: list[dict], pad_id: int, s: TrainSettings, *, eval_ro
             batch = pad_batch([rows[i] for i in order[state["batch"]]], pad_id)
             ids, mask, labels = (t.to(model.device) for t in batch)
             state["batch"] += 1
-            with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            with precision():
                 loss = trained_token_loss(model, ids, mask, labels)
             (loss / s.gradient_accumulation_steps).backward()
             step_loss += loss.item() / s.gradient_accumulation_steps
@@ -235,7 +238,8 @@ def train_cpu(model, rows: list[dict], pad_id: int, s: TrainSettings, *, eval_ro
             if on_log:
                 on_log(entry)
         if eval_rows and s.eval_steps > 0 and step % s.eval_steps == 0 and step < steps:
-            history.append({"step": step, "eval_loss": mean_loss(model, eval_rows, pad_id)})
+            with precision():
+                history.append({"step": step, "eval_loss": mean_loss(model, eval_rows, pad_id)})
             if on_log:
                 on_log(history[-1])
             if state["best"] is None or history[-1]["eval_loss"] < state["best"][1]:
@@ -245,7 +249,8 @@ def train_cpu(model, rows: list[dict], pad_id: int, s: TrainSettings, *, eval_ro
             prune_checkpoints(output_dir, s.save_total_limit, state["best"][0] if state["best"] else None)
     bar.close()
     if eval_rows:
-        history.append({"step": state["step"], "eval_loss": mean_loss(model, eval_rows, pad_id)})
+        with precision():
+            history.append({"step": state["step"], "eval_loss": mean_loss(model, eval_rows, pad_id)})
         if on_log:
             on_log(history[-1])
     return history

@@ -1,6 +1,7 @@
 """Self-replay: the base model's own answers, generated once by the real embedded model and cached."""
 from common.everyday import EVERYDAY_TEST, REPLAY_PROMPTS
 from common.replay import mix_replay, replay_cache_file, replay_records
+from common.training import inference_dtype
 
 
 def test_replay_prompts_are_apart_from_the_everyday_test():
@@ -16,7 +17,8 @@ def test_the_base_models_answers_are_made_once_and_reused(embedded_path, tokeniz
     options = dict(model_name="embedded/SmolLM2-135M-Instruct", model_path=str(embedded_path), tokenizer=tokenizer,
                    prompt_format="chat", device="cpu")
     first = replay_records(**options)
-    cache = replay_cache_file("embedded/SmolLM2-135M-Instruct", "chat", cache_dir=tmp_path)
+    cache = replay_cache_file("embedded/SmolLM2-135M-Instruct", "chat", device="cpu", dtype=inference_dtype("cpu"),
+                              cache_dir=tmp_path)
     assert len(cache.read_text().splitlines()) == 4  # every answer cached; those cut at the limit not replayed
     assert 1 <= len(first) <= 4 and all(r["output"] and r["template"] == "replay" for r in first)
     monkeypatch.setattr(replay, "_generate_answers", lambda *a, **k: (_ for _ in ()).throw(AssertionError("again")))
