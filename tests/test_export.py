@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from common import training
 from common.errors import ExportError
 from common import export as export_module
 from common.export import (check_gguf, convert_to_gguf, export, find_llama_cpp_tool, merge_adapter, modelfile_text,
@@ -23,10 +24,12 @@ def merged_dir(adapter_dir, tmp_path_factory):  # noqa: F811
     return merge_adapter(adapter_dir, tmp_path_factory.mktemp("merged"), dtype="float32")
 
 
-def test_merged_model_loads_without_peft_and_matches_base_plus_adapter(adapter_dir, merged_dir):  # noqa: F811
+def test_merged_model_loads_without_peft_and_matches_base_plus_adapter(adapter_dir, merged_dir,  # noqa: F811
+                                                                    monkeypatch):
     assert (merged_dir / "model.safetensors").exists() and not (merged_dir / "adapter_config.json").exists()
     merged = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32).eval()
     assert not hasattr(merged, "peft_config")
+    monkeypatch.setattr(training, "cpu_supports_bf16", lambda: False)  # fp32 on any CPU, as the merge was made
     peft_model, tokenizer, _ = load_model_with_adapter(adapter_dir)
     ids = AutoTokenizer.from_pretrained(str(merged_dir))(FACT["instruction"] + " " + FACT["output"],
                                                         return_tensors="pt")
