@@ -214,8 +214,7 @@ def in_inference_dtype(model):
     weights kept in fp32 as PEFT loads an adapter, so that 02's check and 03 --evaluate score an adapter alike. A GPU
     model is left as it is."""
     from peft.tuners.tuners_utils import cast_adapter_dtype
-    dtype = inference_dtype("cpu")
-    if model.device.type == "cpu" and model.dtype != dtype:
+    if model.device.type == "cpu" and model.dtype != (dtype := inference_dtype("cpu")):  # no CPU timing on a GPU
         model.to(dtype)
         for adapter in model.peft_config:
             cast_adapter_dtype(model, adapter)

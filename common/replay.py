@@ -10,6 +10,7 @@ from .config import ROOT
 from .distributed import say
 from .everyday import REPLAY_PROMPTS
 from .settings import Generation
+from .training import inference_dtype
 
 REPLAY_GENERATION = Generation(max_new_tokens=96, temperature=0.0, top_p=1.0, repetition_penalty=1.1, seed=0)
 CACHE_DIR = ROOT / ".cache" / "replay"
@@ -44,7 +45,6 @@ def replay_records(*, model_name: str, model_path: str, tokenizer, prompt_format
                    cache_file=None) -> list[dict]:
     """Records of the base model's own answers to REPLAY_PROMPTS, from the cache or generated now (once), in
     training.inference_dtype(device). `cache_file`: read (or make) that file instead, e.g. answers made elsewhere."""
-    from .training import inference_dtype
     dtype = inference_dtype(device)
     cache = Path(cache_file) if cache_file else replay_cache_file(model_name, prompt_format, device=device, dtype=dtype)
     if cache.exists():
