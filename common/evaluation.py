@@ -210,14 +210,17 @@ def write_eval_report(output_dir, results: dict) -> Path:
 
 
 def in_inference_dtype(model):
-    """A CPU model in training.inference_dtype (02's fp32 tune becomes bf16 where this CPU runs bf16 fast), its LoRA
-    weights kept in fp32 as PEFT loads an adapter, so that 02's check and 03 --evaluate score an adapter alike. A GPU
-    model is left as it is."""
-    from peft.tuners.tuners_utils import cast_adapter_dtype
-    if model.device.type == "cpu" and model.dtype != (dtype := inference_dtype("cpu")):  # no CPU timing on a GPU
-        model.to(dtype)
-        for adapter in model.peft_config:
-            cast_adapter_dtype(model, adapter)
+    """A CPU model in training.inference_dtype (02's fp32 tune becomes bf16 where this CPU runs bf16 fast) as 03 loads
+    a saved adapter: the base's weights cast, its buffers (RoPE's frequencies) and the LoRA weights left in fp32, so
+    that 02's check and 03 --evaluate score an adapter alike. A GPU model is left as it is."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    if model.device.type != "cpu" or model.dtype == (dtype := inference_dtype("cpu")):  # no CPU timing on a GPU
+        return model
+    adapter = {id(p) for layer in model.modules() if isinstance(layer, BaseTunerLayer)
+               for name in layer.adapter_layer_names for p in getattr(layer, name).parameters()}
+    for p in model.parameters():  # not model.to(dtype): that rounds the buffers and the LoRA weights too
+        if id(p) not in adapter:
+            p.data = p.data.to(dtype)
     return model
 
 

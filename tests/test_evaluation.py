@@ -74,15 +74,23 @@ def test_training_with_every_label_masked_is_caught(embedded_path, tokenizer):
 
 @pytest.mark.parametrize("fast_bf16", [True, False])
 def test_a_cpu_checks_in_bf16_only_where_it_runs_bf16_fast(adapter_dir, embedded_path, monkeypatch, fast_bf16):  # noqa: F811
-    """02's fp32 tune and 03's loaded adapter are checked in the same dtype, LoRA weights in fp32 either way."""
+    """02's fp32 tune and 03's loaded adapter are checked alike: the base's weights in the same dtype, its RoPE
+    frequencies and the LoRA weights in fp32 either way, and so the same logits to the last bit."""
     import torch
+    from peft import PeftModel
     monkeypatch.setattr(training, "cpu_supports_bf16", lambda: fast_bf16)
     expected = torch.bfloat16 if fast_bf16 else torch.float32
-    trained = get_peft_model(load_causal_lm(str(embedded_path)), lora_config(TrainSettings.defaults()))
+    trained = PeftModel.from_pretrained(load_causal_lm(str(embedded_path)), str(adapter_dir), is_trainable=True)
     loaded, tokenizer, _ = load_model_with_adapter(adapter_dir)
+    ids = tokenizer("Who founded Kesterhaven Intertidal Station?", return_tensors="pt")["input_ids"]
+    logits = []
     for model in (in_inference_dtype(trained), in_inference_dtype(loaded)):
         dtypes = {name: p.dtype for name, p in model.named_parameters()}
         assert {d for n, d in dtypes.items() if "lora_" in n} == {torch.float32}
         assert {d for n, d in dtypes.items() if "lora_" not in n} == {expected}
+        assert {b.dtype for b in model.buffers()} == {torch.float32}
+        with torch.no_grad():
+            logits.append(model.eval()(ids).logits)
+    assert torch.equal(*logits)
     results = _evaluate(loaded, tokenizer, tokenize_rows([FACT], tokenizer, "chat", 256).rows)
     assert results["tuned"]["closed_book"] == 1.0  # the learned fact, in either dtype
