@@ -7,8 +7,8 @@ Before training and at each epoch's end, two losses of the model, in nats per to
 - forgetting: its loss on the base model's own answers to everyday instructions held out of self-replay.
 The epoch kept is the one whose drop in the first, less its rise in the second, is largest: what was learned about
 the papers, net of what was lost elsewhere. Only the best epoch's trainable weights are held (in memory; for LoRA,
-megabytes). Each epoch is measured with the share of its LoRA update that ADAPTER_SCALE will save. A resumed run
-chooses among the epochs it trained itself and the last.
+megabytes). Each epoch is measured with the share of its LoRA update that ADAPTER_SCALE will save, and on a CPU at the
+training's precision. A resumed run chooses among the epochs it trained itself and the last.
 """
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from .adapter import update_scaled
 from .knowledge import VALIDATION_QUESTIONS_FILE, read_jsonl
 from .settings import TrainSettings
 from .tokenizing import tokenize_rows
-from .training import mean_loss
+from .training import cpu_training_precision, mean_loss
 
 
 class EpochChoice:
@@ -28,7 +28,7 @@ class EpochChoice:
         self.start, self.epochs, self.best, self.weights = None, [], None, None
 
     def losses(self, model) -> tuple[float, float]:
-        with update_scaled(model, self.scale):
+        with update_scaled(model, self.scale), cpu_training_precision(model):
             return (mean_loss(model, self.learning_rows, self.pad_id),
                     mean_loss(model, self.forgetting_rows, self.pad_id))
 
