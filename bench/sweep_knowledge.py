@@ -17,7 +17,8 @@ seed..seed+N-1) and checks their mean update (02's MEAN_OF_RUNS); `fact_tokens=f
 kinds' answers on their key facts (names, dates, numbers) and closing tokens only; `branch=N` trains one run's first
 epoch once, then its second epoch N times (seeds seed..seed+N-1: other batch orders) from there, and checks their mean
 update; `answer_first=true` opens each fact record's answer to a question that asks for one fact with that fact;
-`replay=FILE` takes the self-replay answers from that replay cache file (e.g. one made on a CPU, or in fp32).
+`replay=FILE` takes the self-replay answers from that replay cache file (e.g. one made on a CPU, or in fp32);
+`attention=eager` trains with that attention implementation (the check then runs in the model's own, sdpa).
 `--scales` also takes `iK` / `iKsS`: the update whole but for its intruder dimensions (the tuned weights' top
 singular vectors unlike any of the base's, cosine below S, default 0.5), which keep K of their singular value; and
 `aXmY`: the attention layers' update at X of itself, the MLP layers' at Y (either left out: 1); `tK`: the update cut
@@ -52,7 +53,7 @@ from common.training import lora_config, total_steps, train_cpu, with_learning_r
 EXPERIMENTS = {"drop": lambda value: value.split("+"), "lora_a": str, "layers": str, "cooldown": int,
                "cooldown_lr": float, "loraplus": float, "soup": int, "branch": int,
                "fact_tokens": lambda value: value.split("+"), "answer_first": lambda value: value.lower() == "true",
-               "replay": str}
+               "replay": str, "attention": str}
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")  # the LoRA layers a scale "aX" applies to; "mY": the rest
 
 
@@ -299,6 +300,8 @@ def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales
     if lora_a:
         set_lora_a(model, lora_a, pad_id=tokenizer.pad_token_id, general_rows=general,
                    paper_rows=tokenize_rows(records, tokenizer, s.prompt_format, s.max_seq_length).rows)
+    if experiment.get("attention"):  # training only: put back before the check
+        model.set_attn_implementation(experiment["attention"])
     start = time.time()
     with loraplus_groups(loraplus) if loraplus else nullcontext():
         if branch > 1:  # the first epoch once, checkpointed, then the second epoch from there in other orders
@@ -325,6 +328,7 @@ def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales
                              s.replace(max_steps=cooldown, warmup_steps=0,
                                        learning_rate=cooldown_lr or s.learning_rate / 4))
     train_s = time.time() - start
+    model.set_attn_implementation("sdpa")
     plain = [q for q in read_jsonl(Path(dataset_dir) / PLAIN_QUESTIONS_FILE) if q.get("trained", True)]
     steps = [h for h in history if "loss" in h]
     out = []
