@@ -328,7 +328,8 @@ def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales
                              s.replace(max_steps=cooldown, warmup_steps=0,
                                        learning_rate=cooldown_lr or s.learning_rate / 4))
     train_s = time.time() - start
-    model.set_attn_implementation("sdpa")
+    if experiment.get("attention"):
+        model.set_attn_implementation("sdpa")
     plain = [q for q in read_jsonl(Path(dataset_dir) / PLAIN_QUESTIONS_FILE) if q.get("trained", True)]
     steps = [h for h in history if "loss" in h]
     out = []
