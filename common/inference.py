@@ -7,7 +7,7 @@ from pathlib import Path
 from .adapter import adapter_settings, attach_adapter
 from .errors import PromptsFileError
 from .gpu_memory import decide_load_in_4bit
-from .models import resolve_model_path
+from .models import resolve_model_path, use_cpu_attention
 from .prompts import format_prompt
 from .settings import AnswerSettings, Generation
 from .training import inference_dtype
@@ -83,6 +83,7 @@ def generate(model, tokenizer, prompts, *, prompt_format: str, generation: Gener
     # padded on the left: a decoder-only model continues each row from its last real token
     batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left",
                       add_special_tokens=False).to(model.device)
+    use_cpu_attention(model, batch["input_ids"].shape[1] + generation.max_new_tokens)
     sample = generation.temperature > 0
     # Unsloth's loader sets the context size as max_length; beside max_new_tokens it makes every call warn
     model.generation_config.max_length = None

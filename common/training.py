@@ -86,6 +86,8 @@ def trained_token_loss(model, ids, mask, labels, reduction: str = "mean"):
     row of the batch has one (transformers' `logits_to_keep`): on the embedded model the head over its 49k-token
     vocabulary is a fifth of the forward, and about half of each row is its prompt."""
     import torch
+    from .models import use_cpu_attention
+    use_cpu_attention(model, ids.shape[1])
     targets = labels[:, 1:]
     positions = (targets != IGNORE_INDEX).any(0).nonzero().squeeze(1)
     logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=positions).logits

@@ -6,7 +6,8 @@ from pathlib import Path
 from safetensors import safe_open
 
 from common.errors import ModelError
-from common.models import EMBEDDED_MODEL, load_causal_lm, load_tokenizer, resolve_model_path
+from common.models import (EAGER_MAX_TOKENS, EMBEDDED_MODEL, load_causal_lm, load_tokenizer, resolve_model_path,
+                           use_cpu_attention)
 
 
 def test_embedded_model_is_plain_safetensors_with_fixed_tokens(embedded_path, tokenizer):
@@ -33,6 +34,22 @@ def test_embedded_model_trains(embedded_path):
     loss = model(input_ids=ids, labels=ids).loss
     loss.backward()  # a GGUF-loaded model refuses this; the prepared one must not
     assert model.model.embed_tokens.weight.grad is not None
+
+
+def test_a_cpu_attends_eagerly_to_short_rows_and_by_sdpa_to_long_ones(embedded_path, tokenizer):
+    """Either way the same model: the logits agree; under PEFT's wrapper the base model switches."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    model = get_peft_model(load_causal_lm(str(embedded_path)), LoraConfig(r=4, target_modules=["q_proj"])).eval()
+    ids = tokenizer(["The Isle of Oradune lies far out at sea.", "Hello"], return_tensors="pt", padding=True)
+    logits = {}
+    for tokens, expected in ((EAGER_MAX_TOKENS, "eager"), (EAGER_MAX_TOKENS + 1, "sdpa"), (12, "eager")):
+        use_cpu_attention(model, tokens)
+        assert model.get_base_model().config._attn_implementation == expected
+        with torch.no_grad():
+            logits[expected] = model(**ids).logits
+    last = ids["attention_mask"].bool()  # the padded positions' logits are not defined alike
+    assert torch.allclose(logits["eager"][last], logits["sdpa"][last], atol=1e-3)
 
 
 def test_unreachable_hub_model_gives_a_clear_error():
