@@ -18,7 +18,8 @@ kinds' answers on their key facts (names, dates, numbers) and closing tokens onl
 epoch once, then its second epoch N times (seeds seed..seed+N-1: other batch orders) from there, and checks their mean
 update; `answer_first=true` opens each fact record's answer to a question that asks for one fact with that fact;
 `replay=FILE` takes the self-replay answers from that replay cache file (e.g. one made on a CPU, or in fp32);
-`attention=eager` trains with that attention implementation (the check then runs in the model's own, sdpa).
+`attention=eager` trains with that attention implementation (the check then runs in the model's own, sdpa);
+`tail=F` keeps the mean of the LoRA weights (A and B apart) over the last F of the steps (SWA on one run's path).
 `--scales` also takes `iK` / `iKsS`: the update whole but for its intruder dimensions (the tuned weights' top
 singular vectors unlike any of the base's, cosine below S, default 0.5), which keep K of their singular value; and
 `aXmY`: the attention layers' update at X of itself, the MLP layers' at Y (either left out: 1); `tK`: the update cut
@@ -53,7 +54,7 @@ from common.training import lora_config, total_steps, train_cpu, with_learning_r
 EXPERIMENTS = {"drop": lambda value: value.split("+"), "lora_a": str, "layers": str, "cooldown": int,
                "cooldown_lr": float, "loraplus": float, "soup": int, "branch": int,
                "fact_tokens": lambda value: value.split("+"), "answer_first": lambda value: value.lower() == "true",
-               "replay": str, "attention": str}
+               "replay": str, "attention": str, "tail": float}
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")  # the LoRA layers a scale "aX" applies to; "mY": the rest
 
 
@@ -261,6 +262,27 @@ def answer_first(record: dict) -> dict:
     return {**record, "output": f"{fact[:1].upper() + fact[1:]}. {sentence}"} if fact else record
 
 
+def train_with_tail_mean(model, rows, pad_id, s, share: float):
+    """train_cpu, then each LoRA weight set to its mean over the steps in the last `share` of the run."""
+    import torch
+    steps = total_steps([len(r["input_ids"]) for r in rows], s)
+    first = steps - max(1, round(share * steps)) + 1
+    params = [p for name, p in model.named_parameters() if "lora_" in name and p.requires_grad]
+    sums, count = [torch.zeros_like(p, dtype=torch.float32) for p in params], [0]
+
+    def add(entry):
+        if "loss" in entry and entry["step"] >= first:
+            with torch.no_grad():
+                for total, p in zip(sums, params):
+                    total += p.float()
+            count[0] += 1
+    history = train_cpu(model, rows, pad_id, s, on_log=add)
+    with torch.no_grad():
+        for total, p in zip(sums, params):
+            p.copy_(total / count[0])
+    return history, count[0]
+
+
 def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales=None) -> list[dict]:
     """Train one adapter the CPU recipe's way on `device` and return its knowledge check, one per LoRA scale
     (`scales` of the trained update; None: the settings' ADAPTER_SCALE, as 02 saves it)."""
@@ -314,6 +336,10 @@ def run_one(name: str, dataset_dir: str, overrides: dict, *, device: str, scales
                 train_cpu(model, train.rows, tokenizer.pad_token_id, s.replace(seed=s.seed + k),
                           resume_from=f"{tmp}/checkpoints/checkpoint-{epoch}")
                 updates.append(lora_update(model))
+        elif experiment.get("tail"):  # the mean of the weights over the last steps of the run's own path
+            history, snapshots = train_with_tail_mean(model, train.rows, tokenizer.pad_token_id, s, experiment["tail"])
+            print(f"tail: the mean of {snapshots} steps' LoRA weights", flush=True)
+            updates = [lora_update(model)]
         else:
             history = train_cpu(model, train.rows, tokenizer.pad_token_id, s)
             updates = [lora_update(model)]
