@@ -276,7 +276,7 @@ def train_with_tail_mean(model, rows, pad_id, s, share: float):
                 for total, p in zip(sums, params):
                     total += p.float()
             count[0] += 1
-    history = train_cpu(model, rows, pad_id, s, on_log=add)
+    history = train_cpu(model, rows, pad_id, s.replace(logging_steps=1), on_log=add)  # on_log at every step
     with torch.no_grad():
         for total, p in zip(sums, params):
             p.copy_(total / count[0])
