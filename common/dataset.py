@@ -184,7 +184,7 @@ def records_from_markdown(results, tokenizer, *, chunk_tokens: int, chunk_overla
     count_tokens = token_counter(tokenizer)
     records = []
     for result in results:
-        if result.status == "failed":
+        if result.status not in ("converted", "cached"):  # failed, or a duplicate of a paper read already
             continue
         markdown = Path(result.markdown).read_text(encoding="utf-8")
         chunks = chunk_markdown(markdown, count_tokens, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,

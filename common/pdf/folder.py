@@ -14,7 +14,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -36,7 +36,7 @@ class PdfFolderNotFoundError(SettingsError):
 @dataclass
 class FileResult:
     pdf: str
-    status: str  # "converted", "cached" or "failed"
+    status: str  # "converted", "cached", "failed" or "duplicate" (the text of a PDF listed before it: used once)
     markdown: str = ""
     reason: str = ""  # why it failed, or why pages are left out
     advice: str = ""
@@ -218,9 +218,25 @@ def convert_folder(pdf_dir: PathLike, md_dir: PathLike, converter: str = "auto",
             pending.append((pdf, sha))
     if pending:
         results |= _convert_pending(pending, converter, md_dir=md_dir, workers=workers)
-    ordered = [results[p] for p in pdfs]
+    ordered = marked_duplicates([results[p] for p in pdfs])
     write_atomic(md_dir / REPORT_NAME, json.dumps([asdict(r) for r in ordered], indent=2))
     return ordered
+
+
+def marked_duplicates(results: list[FileResult]) -> list[FileResult]:
+    """Each copy of a paper but one (the same markdown: the same file, or the same text in other bytes) marked
+    "duplicate"; the copy with the shortest name is used ("paper.pdf" over "paper (1).pdf"). Trained on twice, a
+    paper's sections would also land on both sides of the train/test split, and the check would test what was trained."""
+    def text_key(r):
+        text = " ".join(Path(r.markdown).read_text(encoding="utf-8").split())
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    keys = {i: text_key(r) for i, r in enumerate(results) if r.status in ("converted", "cached")}
+    used = {}
+    for i in sorted(keys, key=lambda i: (len(results[i].pdf), results[i].pdf)):
+        used.setdefault(keys[i], results[i].pdf)
+    return [replace(r, status="duplicate", reason=f"the same text as {used[keys[i]]}",
+                    advice="it is used once; remove one of the copies to silence this")
+            if i in keys and used[keys[i]] != r.pdf else r for i, r in enumerate(results)]
 
 
 def _cached(cache, sha):
@@ -364,11 +380,14 @@ def print_conversion_summary(results: Iterable[FileResult], md_dir: PathLike) ->
     for r in results:
         if r.status == "failed":
             print(f"FAILED {r.pdf}: {r.reason}. What to do: {r.advice}.")
+        elif r.status == "duplicate":
+            print(f"SKIPPED {r.pdf}: {r.reason}; {r.advice}.")
         elif r.pages_left_out:
             print(f"PAGES LEFT OUT of {r.pdf}: {r.reason}; its other pages are converted. What to do: {r.advice}.")
-    counts = {s: sum(r.status == s for r in results) for s in ("converted", "cached", "failed")}
+    counts = {s: sum(r.status == s for r in results) for s in ("converted", "cached", "failed", "duplicate")}
     partly = sum(bool(r.pages_left_out) for r in results)
+    extra = (f", {partly} with pages left out" if partly else "") + \
+        (f", {counts['duplicate']} duplicate" if counts["duplicate"] else "")
     print(f"PDFs: {len(results)} ({counts['converted']} converted, {counts['cached']} unchanged, "
-          f"{counts['failed']} failed{f', {partly} with pages left out' if partly else ''}); "
-          f"report: {Path(md_dir) / REPORT_NAME}")
+          f"{counts['failed']} failed{extra}); report: {Path(md_dir) / REPORT_NAME}")
     return bool(counts["failed"])

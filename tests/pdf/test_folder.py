@@ -37,6 +37,25 @@ def test_bad_files_are_reported_and_never_stop_the_others(tmp_path):
     assert all(r["advice"] for r in report if r["status"] == "failed")
 
 
+def test_a_second_copy_of_a_paper_is_skipped_and_named_even_in_other_bytes(tmp_path, capsys):
+    import io
+
+    import pypdfium2
+    pdf_dir = _folder(tmp_path)
+    (pdf_dir / "paper (1).pdf").write_bytes(SAMPLE_PDF.read_bytes())  # the same file downloaded twice
+    resaved = io.BytesIO()
+    pypdfium2.PdfDocument(SAMPLE_PDF).save(resaved)  # the same paper in other bytes
+    assert resaved.getvalue() != SAMPLE_PDF.read_bytes()
+    (pdf_dir / "resaved.pdf").write_bytes(resaved.getvalue())
+    results = {r.pdf: r for r in convert_folder(pdf_dir, tmp_path / "md", converter="text", workers=1)}
+    assert results["paper.pdf"].status == "converted"  # the shortest name is the one used
+    for copy in ("paper (1).pdf", "resaved.pdf"):
+        assert results[copy].status == "duplicate" and results[copy].reason == "the same text as paper.pdf"
+    assert not print_conversion_summary(results.values(), tmp_path / "md")  # not a failure: the paper is used once
+    out = capsys.readouterr().out
+    assert "SKIPPED paper (1).pdf: the same text as paper.pdf" in out and "2 duplicate" in out
+
+
 def test_a_file_name_that_is_not_utf8_is_shown_with_a_replacement_character(tmp_path):
     pdf_dir = tmp_path / "pdf"
     pdf_dir.mkdir()
