@@ -192,7 +192,7 @@ def records_from_markdown(results, tokenizer, *, chunk_tokens: int, chunk_overla
         subjects = subject_candidates(title=chunks[0].title if chunks else "", text=markdown,
                                       headings=list(dict.fromkeys(_section_name(c.section) for c in chunks)))
         for i, chunk in enumerate(chunks):
-            chunk.chunk_id = f"{Path(result.pdf).stem}-{i:04d}"
+            chunk.chunk_id = f"{Path(result.pdf).with_suffix('').as_posix()}-{i:04d}"  # its subfolders too: unique
             if not excluded(chunk.section, excluded_sections):
                 records += records_from_chunk(chunk, result.pdf, fact_variants=fact_variants, subjects=subjects)
     return records

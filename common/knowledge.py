@@ -129,7 +129,7 @@ def validation_questions(train: list[dict], pdf_dir) -> list[dict]:
     two are then the reported ones)."""
     questions = []
     for source in sorted({r["source"] for r in train}):
-        written = (Path(pdf_dir) / (Path(source).stem + QUESTIONS_BESIDE_PDF)).is_file()
+        written = questions_beside(pdf_dir, source).is_file()
         questions += plain_questions_from_records([r for r in train if r["source"] == source],
                                                   slice(0, 2) if written else slice(2, 4))
     return questions
@@ -167,6 +167,11 @@ def read_jsonl(path) -> list[dict]:
 QUESTIONS_BESIDE_PDF = ".questions.jsonl"  # `<pdf stem>.questions.jsonl` beside a PDF: questions written for it
 
 
+def questions_beside(pdf_dir, source: str) -> Path:
+    """The file of questions written for the PDF `source` (its path below pdf_dir), in the PDF's own folder."""
+    return Path(pdf_dir) / Path(source).parent / (Path(source).stem + QUESTIONS_BESIDE_PDF)
+
+
 def plain_questions(train: list[dict], pdf_dir) -> list[dict]:
     """Per paper, the questions written for it (`<stem>.questions.jsonl` beside its PDF), else questions made
     from its training sentences. `trained`: every fact the question asks is in a training record (a question
@@ -175,7 +180,7 @@ def plain_questions(train: list[dict], pdf_dir) -> list[dict]:
     questions = []
     for source in sorted({r["source"] for r in train}):
         own = [r for r in train if r["source"] == source]
-        written = Path(pdf_dir) / (Path(source).stem + QUESTIONS_BESIDE_PDF)
+        written = questions_beside(pdf_dir, source)
         made = read_question_file(written) if written.is_file() else plain_questions_from_records(own)
         asked = [_words(r["instruction"]) for r in own]
         questions += [{**q, "source": source, "worded_as_trained": worded_as(q["question"], asked)} for q in made]

@@ -69,6 +69,16 @@ def test_questions_written_for_a_paper_are_used_and_checked_against_training(tmp
     assert read_question_file(tmp_path / "paper.questions.jsonl")[1]["keywords"] == ["40 m"]
 
 
+def test_questions_are_read_beside_a_pdf_in_a_subfolder(tmp_path):
+    (tmp_path / "topic").mkdir()
+    (tmp_path / "topic" / "paper.questions.jsonl").write_text(
+        json.dumps({"question": "When was it founded?", "answer": "1987", "keywords": ["1987"]}) + "\n")
+    train = [{"source": "topic/paper.pdf", "title": "T", "section": "2 Site", "page": 1, "chunk_id": "topic/paper-0000",
+              "template": "section_summary", "instruction": "What does the paper \"T\" say about Site?",
+              "output": "The station was founded in 1987 by Ilse Marrow."}]
+    assert [q["question"] for q in plain_questions(train, tmp_path)] == ["When was it founded?"]
+
+
 def test_facts_are_matched_whole_with_their_units():
     assert fact_recalled("about 1264 thalli", "1,264")
     assert fact_recalled("It grew 3.8 millimetres a year.", "3.8 mm")

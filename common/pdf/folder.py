@@ -1,7 +1,7 @@
 """A folder of PDFs -> a folder of markdown: cached by content hash, one bad file never stops the rest.
 
 `<md_dir>/.cache/<sha256>-<converter>.md` holds each conversion, so an unchanged PDF is not converted
-again, even after a rename; `<md_dir>/<pdf stem>.md` is the copy a person reads. Each file is
+again, even after a rename; `<md_dir>/<pdf's path below pdf_dir>.md` is the copy a person reads. Each file is
 written atomically, so an interrupted run loses only the PDF in flight.
 
 Which converter reads which page is a plan made before the work, from the facts (a CUDA GPU or not, marker's
@@ -44,9 +44,23 @@ class FileResult:
     pages_left_out: list[int] = field(default_factory=list)  # no text layer, and no OCR at hand
 
 
-def shown_name(path: Path) -> str:
-    """The file's name as text (a name that is not valid UTF-8, from an old archive say, with � in place)."""
-    return path.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+def shown_name(path: Path, pdf_dir: PathLike | None = None) -> str:
+    """The file's name as text, with its subfolders below `pdf_dir` ("topic/paper.pdf"); a name that is not valid
+    UTF-8 (from an old archive, say) with � in place."""
+    name = path.relative_to(pdf_dir).as_posix() if pdf_dir else path.name
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+class _Where(NamedTuple):
+    """The folders of a conversion: each PDF's name below pdf_dir, and its markdown at the same place below md_dir."""
+    pdf_dir: Path
+    md_dir: Path
+
+    def name(self, pdf: Path) -> str:
+        return shown_name(pdf, self.pdf_dir)
+
+    def markdown(self, pdf: Path) -> Path:
+        return self.md_dir / pdf.relative_to(self.pdf_dir).with_suffix(".md")
 
 
 def file_sha256(path: PathLike) -> str:
@@ -70,12 +84,14 @@ def write_atomic(path: PathLike, text: str) -> None:
 
 
 def list_pdfs(pdf_dir: PathLike) -> list[Path]:
-    """Every file of the folder that claims to be a PDF (by name); non-PDF content is caught later."""
+    """Every file of the folder and its subfolders (a Zotero library, papers by topic) that claims to be a PDF (by
+    name), hidden folders left out; non-PDF content is caught later."""
     pdf_dir = Path(pdf_dir)
     if not pdf_dir.is_dir():
         raise PdfFolderNotFoundError(f"PDF folder not found: {pdf_dir}. Put your papers there or pass --pdf-dir.")
-    return sorted(p for p in pdf_dir.iterdir()
-                  if p.suffix.lower() == ".pdf" and (p.is_file() or (p.is_symlink() and not p.exists())))
+    return sorted(p for p in pdf_dir.rglob("*")
+                  if p.suffix.lower() == ".pdf" and (p.is_file() or (p.is_symlink() and not p.exists()))
+                  and not any(part.startswith(".") for part in p.relative_to(pdf_dir).parts))
 
 
 def has_pdfs(pdf_dir: PathLike) -> bool:
@@ -184,8 +200,8 @@ def _cache_key(sha, converter):
     return f"{sha}-{converter}{'' if converter == 'marker' else TEXT_CONVERTER_VERSION}"
 
 
-def _failed(pdf, reason, advice):
-    return FileResult(shown_name(pdf), "failed", reason=reason, advice=advice)
+def _failed(where, pdf, reason, advice):
+    return FileResult(where.name(pdf), "failed", reason=reason, advice=advice)
 
 
 def convert_folder(pdf_dir: PathLike, md_dir: PathLike, converter: str = "auto", *, force: bool = False,
@@ -194,6 +210,7 @@ def convert_folder(pdf_dir: PathLike, md_dir: PathLike, converter: str = "auto",
     if converter not in CONVERTERS:
         raise SettingsError(f"--converter must be auto, marker or text, not {converter!r}")
     md_dir = Path(md_dir)
+    where = _Where(Path(pdf_dir), md_dir)
     cache = md_dir / ".cache"
     cache.mkdir(parents=True, exist_ok=True)
     pdfs = list_pdfs(pdf_dir)
@@ -202,22 +219,21 @@ def convert_folder(pdf_dir: PathLike, md_dir: PathLike, converter: str = "auto",
         try:
             sha = file_sha256(pdf) if pdf.stat().st_size else None
         except OSError as error:  # a link to nowhere, a file we may not read
-            results[pdf] = _failed(pdf, f"cannot be read ({error.strerror or error})",
+            results[pdf] = _failed(where, pdf, f"cannot be read ({error.strerror or error})",
                                    "check that the file exists (a link may point nowhere) and is readable")
             continue
         if sha is None:
-            results[pdf] = _failed(pdf, "empty file (0 bytes)", "download it again or remove it from the folder")
+            results[pdf] = _failed(where, pdf, "empty file (0 bytes)", "download it again or remove it from the folder")
             continue
         cached = None if force else _cached(cache, sha)
         if cached:
             path, kind = cached
-            _publish(md_dir, pdf, path.read_text(encoding="utf-8"))
-            results[pdf] = FileResult(shown_name(pdf), "cached", markdown=str(md_dir / f"{pdf.stem}.md"),
-                                      converter=kind)
+            _publish(where, pdf, path.read_text(encoding="utf-8"))
+            results[pdf] = FileResult(where.name(pdf), "cached", markdown=str(where.markdown(pdf)), converter=kind)
         else:
             pending.append((pdf, sha))
     if pending:
-        results |= _convert_pending(pending, converter, md_dir=md_dir, workers=workers)
+        results |= _convert_pending(pending, converter, where=where, workers=workers)
     ordered = marked_duplicates([results[p] for p in pdfs])
     write_atomic(md_dir / REPORT_NAME, json.dumps([asdict(r) for r in ordered], indent=2))
     return ordered
@@ -249,29 +265,29 @@ def _cached(cache, sha):
     return None
 
 
-def _publish(md_dir, pdf, markdown):
-    target = md_dir / f"{pdf.stem}.md"
+def _publish(where, pdf, markdown):
+    target = where.markdown(pdf)
     if not target.exists() or target.read_text(encoding="utf-8") != markdown:
         write_atomic(target, markdown)
 
 
-def _scan(pending):
+def _scan(pending, where):
     """[(pdf, sha, pages without a text layer, pages)] of the readable PDFs, and {pdf: FileResult} of the others."""
     scans, failed = [], {}
     for pdf, sha in tqdm(pending, desc="Reading text layers", unit="pdf", disable=len(pending) < 20):
         try:
             scans.append((pdf, sha, *pages_without_text(pdf)))
         except ConversionError as error:
-            failed[pdf] = _failed(pdf, error.reason, error.advice)
+            failed[pdf] = _failed(where, pdf, error.reason, error.advice)
         except Exception as error:  # pdfium on a damaged file: report, never stop the batch
-            failed[pdf] = _failed(pdf, f"unreadable PDF ({type(error).__name__}: {error})",
+            failed[pdf] = _failed(where, pdf, f"unreadable PDF ({type(error).__name__}: {error})",
                                   "download it again, or repair it with `qpdf in.pdf out.pdf`")
     return scans, failed
 
 
-def _convert_pending(pending, requested, *, md_dir, workers):
+def _convert_pending(pending, requested, *, where, workers):
     """{pdf: FileResult} of the PDFs not in the cache, converted as planned (the plan's line printed first)."""
-    scans, results = _scan(pending)
+    scans, results = _scan(pending, where)
     if not scans:
         return results
     gpu, marker_ok, why = machine_facts(requested, any_without_text=any(s[2] for s in scans))
@@ -281,45 +297,45 @@ def _convert_pending(pending, requested, *, md_dir, workers):
     waiting = {}  # the text layer's markdown of the PDFs whose pages without one go to marker's OCR
     for job, markdown, failure in _text_results([j for j in jobs if j.plan.converter == "text"], workers):
         if failure or not job.plan.ocr_pages:
-            results[job.pdf] = _finish(job, markdown, failure, md_dir=md_dir)
+            results[job.pdf] = _finish(job, markdown, failure, where=where)
         else:
             waiting[job.pdf] = markdown
     for job, markdown, failure in _marker_results([j for j in jobs if j.plan.converter == "marker"
                                                    or j.pdf in waiting]):
         if job.pdf in waiting:
-            results[job.pdf] = _finish_ocr(job, waiting.pop(job.pdf), markdown, failure, md_dir=md_dir)
+            results[job.pdf] = _finish_ocr(job, waiting.pop(job.pdf), markdown, failure, where=where)
         else:
-            results[job.pdf] = _finish(job, markdown, failure, md_dir=md_dir)
+            results[job.pdf] = _finish(job, markdown, failure, where=where)
     return results
 
 
-def _store(job, markdown, kind, *, md_dir, left_out=(), reason="", advice=""):
+def _store(job, markdown, kind, *, where, left_out=(), reason="", advice=""):
     """Publish the markdown; cache it only when no page is left out (a later run may fill them in)."""
     if not left_out:
-        write_atomic(md_dir / ".cache" / f"{_cache_key(job.sha, kind)}.md", markdown)
-    _publish(md_dir, job.pdf, markdown)
-    return FileResult(shown_name(job.pdf), "converted", markdown=str(md_dir / f"{job.pdf.stem}.md"),
+        write_atomic(where.md_dir / ".cache" / f"{_cache_key(job.sha, kind)}.md", markdown)
+    _publish(where, job.pdf, markdown)
+    return FileResult(where.name(job.pdf), "converted", markdown=str(where.markdown(job.pdf)),
                       reason=reason, advice=advice, converter=kind, pages_left_out=list(left_out))
 
 
-def _finish(job, markdown, failure, *, md_dir):
+def _finish(job, markdown, failure, *, where):
     if failure:
-        return _failed(job.pdf, *failure)
+        return _failed(where, job.pdf, *failure)
     missing = job.plan.missing_pages
     reason = f"{pages_phrase(missing)} no text layer (scanned?)" if missing else ""
-    return _store(job, markdown, job.plan.converter, md_dir=md_dir, left_out=missing, reason=reason,
+    return _store(job, markdown, job.plan.converter, where=where, left_out=missing, reason=reason,
                   advice=NO_TEXT_ADVICE if missing else "")
 
 
-def _finish_ocr(job, text_markdown, marker_markdown, failure, *, md_dir):
+def _finish_ocr(job, text_markdown, marker_markdown, failure, *, where):
     """The text layer's markdown with marker's pages put in, or, where marker failed, without them."""
     ocr = job.plan.ocr_pages
     if failure:
-        return _store(job, text_markdown, "text", md_dir=md_dir, left_out=ocr,
+        return _store(job, text_markdown, "text", where=where, left_out=ocr,
                       reason=f"{pages_phrase(ocr)} no text layer (scanned?) and {failure[0]}", advice=failure[1])
     ocr_markdown = split_pages(marker_markdown)
     return _store(job, splice_pages(text_markdown, {page: ocr_markdown.get(page, "") for page in ocr}), "mixed",
-                  md_dir=md_dir)
+                  where=where)
 
 
 def _text_results(jobs: list[_Job], workers: int | None) -> Iterator[tuple[_Job, str | None, tuple | None]]:

@@ -56,6 +56,20 @@ def test_a_second_copy_of_a_paper_is_skipped_and_named_even_in_other_bytes(tmp_p
     assert "SKIPPED paper (1).pdf: the same text as paper.pdf" in out and "2 duplicate" in out
 
 
+def test_pdfs_in_subfolders_are_read_with_their_paths_and_hidden_folders_left_out(tmp_path):
+    pdf_dir = tmp_path / "pdf"
+    for place, pdf in (("topic/paper.pdf", SAMPLE_PDF), ("zotero/ABCD1234/paper.pdf", FIXTURES / "appendix.pdf"),
+                       (".trash/old.pdf", SAMPLE_PDF)):
+        (pdf_dir / place).parent.mkdir(parents=True, exist_ok=True)
+        (pdf_dir / place).write_bytes(pdf.read_bytes())
+    results = convert_folder(pdf_dir, tmp_path / "md", converter="text")
+    assert [(r.pdf, r.status) for r in results] == [("topic/paper.pdf", "converted"),
+                                                    ("zotero/ABCD1234/paper.pdf", "converted")]
+    assert results[0].markdown == str(tmp_path / "md" / "topic" / "paper.md")  # two papers of one name both kept
+    assert "Marrow" in (tmp_path / "md" / "topic" / "paper.md").read_text()
+    assert "Marrow" not in (tmp_path / "md" / "zotero" / "ABCD1234" / "paper.md").read_text()
+
+
 def test_a_file_name_that_is_not_utf8_is_shown_with_a_replacement_character(tmp_path):
     pdf_dir = tmp_path / "pdf"
     pdf_dir.mkdir()
