@@ -2,7 +2,10 @@
 
 A CPU checkpoint holds the adapter weights plus `cpu_state.pt`: optimizer, scheduler, RNG and the data
 position (epoch, batch), so a resumed run continues exactly where the killed one stopped.
+`checkpoints/run.json` says what they were trained with (run_identity): 02 run again with other settings or data
+starts over rather than go on from them, and sets them aside.
 """
+import hashlib
 import json
 import os
 import re
@@ -13,7 +16,50 @@ from .cpt import trains_embeddings
 from .errors import TrainingError
 
 STATE_FILE = "cpu_state.pt"
+RUN_FILE = "run.json"  # in the checkpoints folder: the settings and data its checkpoints were trained with
+SET_ASIDE = "checkpoints-previous"  # where the checkpoints of a run with other settings or data go
+# settings that change where a run writes or what it logs, not what it trains
+BOOKKEEPING = {"dataset_dir", "output_dir", "logging_steps", "eval_steps", "save_steps", "save_total_limit", "evaluate",
+               "report_to", "push_to_hub", "hub_model_id", "resume", "device", "runs_side_by_side", "mean_of_runs",
+               "gradient_checkpointing", "offload_embedding"}
 _NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+def run_identity(s, rows: list[dict]) -> dict:
+    """What a run trains with: every setting that changes the training (decided values, not auto) and a hash of its
+    tokenized rows (the dataset and the self-replay as mixed)."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps([row["input_ids"], row.get("labels")]).encode())
+    return {"settings": {k: v for k, v in s.as_dict().items() if k not in BOOKKEEPING}, "rows": digest.hexdigest()}
+
+
+def identity_changes(saved: dict | None, identity: dict) -> list[str]:
+    """What differs between a saved run identity and this one, in words ([] where the same, or none was saved)."""
+    if not saved:
+        return []
+    changes = [f"{k.upper()} {saved['settings'].get(k)!r} -> {v!r}" for k, v in identity["settings"].items()
+               if saved["settings"].get(k) != v]
+    return changes + ["the training rows (the dataset or the self-replay)"] * (saved.get("rows") != identity["rows"])
+
+
+def saved_identity(output_dir) -> dict | None:
+    path = Path(output_dir) / "checkpoints" / RUN_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def save_identity(output_dir, identity: dict) -> None:
+    path = Path(output_dir) / "checkpoints" / RUN_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(identity, indent=1))
+
+
+def set_aside_checkpoints(output_dir) -> Path:
+    """Move the checkpoints folder to SET_ASIDE (replacing an older one there): kept, and out of the new run's way."""
+    aside = Path(output_dir) / SET_ASIDE
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(Path(output_dir) / "checkpoints", aside)
+    return aside
 
 
 def checkpoint_dirs(output_dir) -> list[Path]:

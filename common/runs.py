@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from .adapter import lora_update, reset_lora, set_mean_update
+from .checkpoints import identity_changes, run_identity
 from .cpt import EMBEDDING_MODULES, trains_embeddings
 from .distributed import is_main_process, say, world_size
 from .errors import SettingsError, TrainingError
@@ -82,7 +83,7 @@ def train_one_run(model, tokenizer, rows: list[dict], s: TrainSettings, *, devic
     history and its epochs' measures."""
     choice = epoch_choice(model, tokenizer, s, forgetting=held_out)  # None where KEEP_BEST_EPOCH is off
     steps = train_model(model, tokenizer, rows, s, device=device, eval_rows=eval_rows,
-                        resume_from=resume_checkpoint(s.output_dir, s.resume),
+                        resume_from=resume_checkpoint(s.output_dir, s.resume, run_identity(s, rows)),
                         on_epoch_end=choice.measure if choice else None)
     if not choice:
         return steps, []
@@ -164,8 +165,22 @@ def train_and_save_run(model, tokenizer, rows: list[dict], r: TrainSettings, *, 
     if is_main_process():
         saved = Path(r.output_dir) / UPDATE_FILE
         saved.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"update": update, "history": steps, "epochs": chosen}, saved)
+        torch.save({"update": update, "history": steps, "epochs": chosen, "identity": run_identity(r, rows)}, saved)
     return steps, chosen, update
+
+
+def finished_before(r: TrainSettings, rows: list[dict]) -> bool:
+    """Whether run `r` left its update in its folder, trained with these settings and rows (an update from other
+    settings or data is trained again)."""
+    import torch
+    saved = Path(r.output_dir) / UPDATE_FILE
+    if not saved.exists():
+        return False
+    changes = identity_changes(torch.load(saved).get("identity"), run_identity(r, rows))
+    if changes:
+        say(f"The update in {saved} was trained with other settings or data ({'; '.join(changes[:3])}): "
+            "that run trains again.")
+    return not changes
 
 
 def train_runs(model, tokenizer, rows: list[dict], s: TrainSettings, *, device: str, eval_rows: list[dict],
@@ -178,8 +193,7 @@ def train_runs(model, tokenizer, rows: list[dict], s: TrainSettings, *, device: 
         return train_one_run(model, tokenizer, rows, s, device=device, eval_rows=eval_rows, held_out=held_out)
     import torch
     n = s.mean_of_runs
-    pending = [run for run in range(n) if not (s.resume and (Path(run_settings(s, run).output_dir) /
-                                                             UPDATE_FILE).exists())]
+    pending = [run for run in range(n) if not (s.resume and finished_before(run_settings(s, run), rows))]
     together, why = decide_side_by_side(model, rows, s, device=device) if len(pending) > 1 else (False, "")
     others = start_runs(pending[1:], model_path, rows, s, device=device, eval_rows=eval_rows,
                         held_out=held_out) if together else {}

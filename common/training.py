@@ -15,9 +15,10 @@ from typing import Optional
 from tqdm import tqdm
 
 from .batching import batches_per_epoch, epoch_batches
-from .checkpoints import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from .checkpoints import (identity_changes, latest_checkpoint, load_checkpoint, prune_checkpoints,
+                          save_checkpoint, save_identity, saved_identity, set_aside_checkpoints)
 from .cpt import EMBEDDING_MODULES, embedding_learning_rate
-from .distributed import is_main_process, say
+from .distributed import is_main_process, main_process_first, say
 from .errors import TrainingError
 from .settings import AUTO, TrainSettings, decided_learning_rate
 from .tokenizing import IGNORE_INDEX, pad_batch
@@ -304,16 +305,26 @@ def train_model(model, tokenizer, rows: list[dict], s: TrainSettings, *, device:
     return history
 
 
-def resume_checkpoint(output_dir, resume: bool) -> Path | None:
-    """The checkpoint to continue from: the latest one in OUTPUT_DIR when RESUME is on, else none (cleared)."""
-    latest = latest_checkpoint(output_dir)
-    if latest and not resume:
-        if is_main_process():
-            shutil.rmtree(Path(output_dir) / "checkpoints", ignore_errors=True)
-        say(f"Starting over: removed the old checkpoints in {output_dir} (--no-resume).")
-        return None
-    if latest:
-        say(f"Found {latest}: resuming from it (pass --no-resume to start over).")
-    return latest
-
-
+def resume_checkpoint(output_dir, resume: bool, identity: dict | None = None) -> Path | None:
+    """The checkpoint to continue from: the latest one in OUTPUT_DIR when RESUME is on and it was trained with the
+    same settings and rows (`identity`, checkpoints.run_identity), else none: cleared (--no-resume) or set aside
+    (other settings or data: the user changed the constants and ran 02 again). Records `identity` for the next run."""
+    with main_process_first():  # the main process clears or sets aside first; the others then find what it left
+        latest = latest_checkpoint(output_dir)
+        if latest and not resume:
+            if is_main_process():
+                shutil.rmtree(Path(output_dir) / "checkpoints", ignore_errors=True)
+            say(f"Starting over: removed the old checkpoints in {output_dir} (--no-resume).")
+            latest = None
+        changes = identity_changes(saved_identity(output_dir), identity) if latest and identity else []
+        if changes and is_main_process():
+            aside = set_aside_checkpoints(output_dir)
+            say(f"Starting over: the checkpoints in {output_dir} were trained with other settings or data "
+                f"({'; '.join(changes[:5])}{'; ...' if len(changes) > 5 else ''}). They are kept in {aside}: move "
+                f"it back to {Path(output_dir) / 'checkpoints'} and put those settings back to resume that run.")
+            latest = None
+        elif latest:
+            say(f"Found {latest}: resuming from it (pass --no-resume to start over).")
+        if identity and is_main_process():
+            save_identity(output_dir, identity)
+        return latest

@@ -90,6 +90,12 @@ def test_runs_train_in_their_own_folders_and_a_finished_run_is_not_trained_again
     assert capsys.readouterr().out.count("was finished before") == 2
     assert [h["step"] for h in history_again if "loss" in h] == [1, 2, 3, 4]
     assert all(torch.allclose(delta, mean[name]) for name, delta in _deltas(again).items())
+    other = _model(embedded_path)  # run again with another learning rate: both runs train anew
+    train_runs(other, tokenizer, rows, s.replace(learning_rate=1e-3), device="cpu", eval_rows=[], held_out=[],
+               model_path=str(embedded_path))
+    out = capsys.readouterr().out
+    assert "was finished before" not in out and out.count("LEARNING_RATE 0.002 -> 0.001") == 2
+    assert not any(torch.allclose(delta, mean[name]) for name, delta in _deltas(other).items())
 
 
 def test_runs_side_by_side_train_in_their_own_processes_and_give_the_same_mean(embedded_path, tokenizer, tmp_path,
