@@ -27,8 +27,10 @@ _MONTH = r"(?:January|February|March|April|May|June|July|August|September|Octobe
 _DATE = re.compile(rf"\b(?:\d{{1,2}} {_MONTH}(?: \d{{4}})?|{_MONTH} \d{{1,2}}, \d{{4}}|{_MONTH} \d{{4}})\b")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 # a number right after one of these words points into the paper (Section 3, Table 2, Eq. 4), it is no fact
+# ... also the later numbers of a list of them (Tables 3 and 4, Sections 2, 3 and 5, Figs. 2-4)
 _POINTER = re.compile(r"(?:\b(?:sections?|sect|sec|figures?|figs?|tables?|tab|equations?|eqs?|appendix|chapters?|"
-                      r"refs?|references?|pages?|pp?|lines?|steps?|items?|no)\.?|[\[(§#])\s*$", re.IGNORECASE)
+                      r"refs?|references?|pages?|pp?|lines?|steps?|items?|no)\.?|[\[(§#])\s*"
+                      r"(?:(?:\d[\w.]*|[A-Z]\b)\s*(?:,|and|or|&|to|-|–)\s*)*$", re.IGNORECASE)
 _UNIT_WORDS = [(r"\bper ?cent\b|\bpercent\b", "%"), (r"\bmillimet(?:re|er)s?\b", "mm"),
                (r"\bcentimet(?:re|er)s?\b", "cm"), (r"\bkilomet(?:re|er)s?\b", "km"), (r"\bmet(?:re|er)s?\b", "m"),
                (r"\bkilograms?\b", "kg"), (r"\bgrams?\b", "g"), (r"\bnanomet(?:re|er)s?\b", "nm"),
@@ -52,10 +54,23 @@ _CITED = re.compile(r"[A-Z][\w-]+(?: et al\.?| (?:and|&) [A-Z][\w-]+)?,? \(?(?:\
 
 def worth_asking(sentence: str, fact: str) -> bool:
     """A fact a reader would ask about: not a section, figure, table, equation or reference number, not a cited
-    work's year, nor a number inside a formula."""
+    work's year, nor a number inside a formula or beside a variable ("j runs from 1 to n")."""
     at = sentence.index(fact)
     cited = re.fullmatch(r"1[5-9]\d\d|20\d\d", fact) and _CITED.search(sentence[:at])
-    return not (_POINTER.search(sentence[:at]) or cited or _MATH.search(sentence[max(0, at - 12):at + len(fact) + 12]))
+    near = sentence[max(0, at - 12):at + len(fact) + 12]
+    return not (_POINTER.search(sentence[:at]) or cited or _MATH.search(near) or beside_a_variable(sentence, fact))
+
+
+def beside_a_variable(sentence: str, fact: str, words: int = 2) -> bool:
+    """A lone lowercase letter (j, n, x) among the few words either side of the fact, not a unit after a number
+    (5 m, 12 h, g/kg) nor part of an abbreviation (e.g.) or a list mark ((b)): a formula in words ("j runs from 1
+    to n")."""
+    at, end = sentence.index(fact), sentence.index(fact) + len(fact)
+    before = list(re.finditer(r"\S*\w\S*", sentence[:at]))[-words:]  # words: an ellipsis or a lone comma is none
+    after = list(re.finditer(r"\S*\w\S*", sentence[end:]))[:words]
+    start, stop = before[0].start() if before else at, end + (after[-1].end() if after else 0)
+    return any(start <= m.start() < at or end <= m.start() < stop
+               for m in re.finditer(r"(?<![\w.'’(/-])(?<!\d )[b-z](?![\w'’)/-])(?!\.\w)", sentence))
 
 
 def facts_worth_asking(sentence: str, title: str) -> list[str]:

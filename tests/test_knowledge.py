@@ -22,6 +22,17 @@ def test_pointers_into_the_paper_are_not_facts_worth_asking():
     assert not worth_asking("The estimates are asymptotically normal (White 2000).", "2000")  # a cited work's year
     assert not worth_asking("Smoothed weights use C = 4 by default here.", "4")  # a number in a formula
     assert worth_asking("The station was founded in 1987 by Ilse Marrow.", "1987")
+    # seen in a real paper (lme4's JSS article): the later numbers of a list of pointers, and a formula in words
+    assert not worth_asking("Tables 3 and 4 summarize the matrices that determine the structure.", "4")
+    assert not worth_asking("See Sections 2, 3 and 5 for the details of the fit.", "5")
+    assert not worth_asking("These rows correspond to the jth sample, and thus j runs from 1, . . . , n.", "1")
+    assert not worth_asking("For each k from 1 to 10 we fit the model again.", "1")
+    # ... while units, abbreviations, list marks and a formula further off leave a fact alone
+    assert worth_asking("Plots were between 2 and 5 m apart on the lower shore.", "2")
+    assert worth_asking("Survival fell to 87 percent at 20 g/kg, 73 percent at 45 g/kg and 37 percent at 50 g/kg.",
+                        "37 percent")
+    assert worth_asking("The trials ran for 12 h at 30 degrees in (b) and (c), e.g. 5 sites.", "12 h")
+    assert worth_asking("The largest growth rate is therefore a * E_c / e, which equals 4.86 mm per year.", "4.86 mm")
 
 
 def _made_from_the_sample(sample_dataset_dir, make):
