@@ -55,7 +55,8 @@ def open_pdf(path: PathLike) -> "pypdfium2.PdfDocument":
     except pypdfium2.PdfiumError as error:
         if "password" in str(error).lower():
             raise ConversionError("encrypted (password-protected)",
-                                  "save an unprotected copy, e.g. `qpdf --decrypt in.pdf out.pdf`") from error
+                                  "save an unprotected copy with its password, e.g. "
+                                  "`qpdf --password=PASSWORD --decrypt in.pdf out.pdf`") from error
         raise ConversionError(f"corrupted or truncated PDF ({error})",
                               "download it again, or repair it with `qpdf in.pdf out.pdf`") from error
 

@@ -92,7 +92,7 @@ def test_encrypted_pdf(tmp_path):
     pikepdf = pytest.importorskip("pikepdf")
     with pikepdf.open(SAMPLE_PDF) as pdf:
         pdf.save(tmp_path / "locked.pdf", encryption=pikepdf.Encryption(owner="o", user="secret"))
-    _expect_failure(tmp_path / "locked.pdf", "encrypted", "qpdf --decrypt")
+    _expect_failure(tmp_path / "locked.pdf", "encrypted", "qpdf --password=PASSWORD --decrypt")
 
 
 # ---------------------------------------------------------------- harder layouts (tests/fixtures/make_fixtures.py)
