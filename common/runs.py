@@ -81,9 +81,9 @@ def train_one_run(model, tokenizer, rows: list[dict], s: TrainSettings, *, devic
                   held_out: list[dict]) -> tuple[list[dict], list[dict]]:
     """One run from its last checkpoint in s.output_dir, keeping its best epoch where KEEP_BEST_EPOCH is on: its log
     history and its epochs' measures."""
-    choice = epoch_choice(model, tokenizer, s, forgetting=held_out)  # None where KEEP_BEST_EPOCH is off
-    steps = train_model(model, tokenizer, rows, s, device=device, eval_rows=eval_rows,
-                        resume_from=resume_checkpoint(s.output_dir, s.resume, run_identity(s, rows)),
+    resume_from = resume_checkpoint(s.output_dir, s.resume, run_identity(s, rows))  # first: it may set old ones aside
+    choice = epoch_choice(model, tokenizer, s, forgetting=held_out, resumed=bool(resume_from))  # None: not kept
+    steps = train_model(model, tokenizer, rows, s, device=device, eval_rows=eval_rows, resume_from=resume_from,
                         on_epoch_end=choice.measure if choice else None)
     if not choice:
         return steps, []

@@ -176,3 +176,29 @@ def test_auto_is_three_runs_at_scale_1_on_a_gpu_and_one_at_0_8_on_the_cpu(tmp_pa
         resolved = with_mean_of_runs(s, device)[0]
         check_mean_of_runs(resolved)  # and the resolved values pass TrainSettings' limits (replace checks them)
         assert resolved.mean_of_runs >= 1 and 0 < resolved.adapter_scale <= 1
+
+
+def test_02_run_again_after_a_finished_run_keeps_the_epoch_it_chose(embedded_path, tokenizer, tmp_path, capsys):
+    import json
+    from common.knowledge import VALIDATION_QUESTIONS_FILE
+    from common.runs import train_one_run
+    from common.training import load_model_for_training
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / VALIDATION_QUESTIONS_FILE).write_text(json.dumps(
+        {"question": "In what year was the station founded?", "answer": "1987",
+         "sentence": "Kesterhaven Intertidal Station was founded in 1987 by Ilse Marrow."}) + "\n")
+    records = [{"instruction": "What is the capital of France?", "input": "", "output": "Paris is."}] * 4
+    rows = tokenize_rows(records, tokenizer, "chat", 64).rows
+    held_out = [{"instruction": "Name a primary colour.", "input": "", "output": "Red is a primary colour."}]
+    s = TrainSettings.defaults(output_dir=str(tmp_path / "run"), dataset_dir=str(tmp_path / "ds"), num_epochs=2,
+                               batch_size=2, save_steps=1, eval_steps=0, evaluate=False, warmup_steps=0, lora_r=4,
+                               target_modules=["q_proj"], learning_rate=5e-2)  # 2 steps an epoch, a rate that harms
+    kept = []
+    for _ in range(2):  # 02, then 02 again: the second resumes at the last step and trains nothing
+        model = load_model_for_training(str(embedded_path), s, "cpu")
+        _, epochs = train_one_run(model, tokenizer, rows, s, device="cpu", eval_rows=[], held_out=held_out)
+        kept.append(({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}, epochs))
+    out = capsys.readouterr().out
+    assert "resuming from it" in out and "No epoch was measured" not in out
+    assert [e["epoch"] for e in kept[1][1]] == [1, 2] and kept[0][1] == kept[1][1]
+    assert all(torch.equal(p, kept[1][0][n]) for n, p in kept[0][0].items())  # the same epoch's weights

@@ -74,3 +74,27 @@ def test_epochs_are_measured_at_the_share_of_the_update_that_is_saved(embedded_p
     assert at_half != whole
     scale_adapter(model, 0.5)  # the adapter as 02 saves it
     assert abs(as_trained.losses(model)[0] - at_half[0]) < 1e-5
+
+
+def test_a_resumed_run_still_chooses_among_the_epochs_it_measured_before(embedded_path, tokenizer, tmp_path):
+    rows = tokenize_rows([{"instruction": "When was the station founded?", "input": "",
+                           "output": "It was founded in 1987 by Ilse Marrow."}], tokenizer, "chat", 64).rows
+    model = _model(embedded_path)
+    saved = tmp_path / "checkpoints" / "epoch_choice.pt"
+    first_part = EpochChoice(learning_rows=rows, forgetting_rows=rows, pad_id=tokenizer.pad_token_id, saved_to=saved)
+    first_part.measure(0, model)
+    first_part.measure(1, model)  # epoch 1: the untrained LoRA, as good as the start
+    best = _trained(model)
+    with torch.no_grad():  # epoch 2 wrecks the weights; then the process is killed, and 02 is run again
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.5)
+    first_part.measure(2, model)
+    resumed = EpochChoice(learning_rows=rows, forgetting_rows=rows, pad_id=tokenizer.pad_token_id, saved_to=saved,
+                          resumed=True)
+    resumed.measure(0, model)
+    assert [e["epoch"] for e in resumed.epochs] == [1, 2]
+    assert resumed.keep_best(model).startswith("Kept epoch 1 of 2")  # not "the last step's": epoch 1 was measured
+    assert all(torch.equal(p, best[n]) for n, p in model.named_parameters() if p.requires_grad)
+    fresh = EpochChoice(learning_rows=rows, forgetting_rows=rows, pad_id=tokenizer.pad_token_id, saved_to=saved)
+    assert fresh.epochs == [] and fresh.keep_best(model).startswith("No epoch")  # a fresh start reads nothing back
