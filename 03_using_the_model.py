@@ -5,6 +5,7 @@
 """
 import sys
 
+from common.adapter import found_adapter_dir
 from common.config import parse_settings, set_environment_defaults
 from common.errors import PipelineError
 from common.evaluation import evaluate_adapter
@@ -40,6 +41,7 @@ DATASET_DIR = "data/dataset"  # the dataset of step 01, for --evaluate (test spl
 
 def main():
     s = parse_settings(AnswerSettings, globals())
+    s = s.replace(adapter_dir=found_adapter_dir(s.adapter_dir))  # 02's output folder given: its adapter
     set_environment_defaults()
     exporting = s.merge_to or s.gguf_to or s.push_to_hub
     answering = s.prompt or s.prompts_file or not exporting  # an export alone does not open the chat

@@ -123,6 +123,16 @@ def save_adapter(model, tokenizer, settings: TrainSettings, history: list[dict])
     return adapter_dir
 
 
+def found_adapter_dir(adapter_dir) -> str:
+    """The adapter folder meant: `adapter_dir` itself, or the `adapter` folder in it where it is 02's OUTPUT_DIR
+    (outputs/run rather than outputs/run/adapter); said so when it is the latter."""
+    inside = Path(adapter_dir) / "adapter"
+    if not (Path(adapter_dir) / ADAPTER_CONFIG).exists() and (inside / ADAPTER_CONFIG).exists():
+        print(f"Using the adapter in {inside} ({adapter_dir} is 02's output folder).")
+        return str(inside)
+    return str(adapter_dir)
+
+
 def adapter_settings(adapter_dir) -> TrainSettings:
     """The settings the adapter was trained with; for an adapter made elsewhere, 02's constants and the base
     model that PEFT recorded."""

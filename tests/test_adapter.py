@@ -3,7 +3,7 @@ import pytest
 import torch
 from peft import get_peft_model
 
-from common.adapter import (restore_trained_update, save_adapter, scale_adapter,
+from common.adapter import (found_adapter_dir, restore_trained_update, save_adapter, scale_adapter,
                             with_init_adapter)
 from common.cpt import pack_texts
 from common.errors import ModelError
@@ -98,3 +98,12 @@ def test_an_init_adapter_goes_on_from_its_whole_update_so_the_scale_applies_once
     as_trained = TrainSettings.defaults(output_dir=str(tmp_path / "1"), lora_r=4, lora_alpha=8, adapter_scale=1.0)
     assert restore_trained_update(model, save_adapter(model, tokenizer, as_trained, history)) is None
 
+
+
+def test_02s_output_folder_given_as_the_adapter_folder_finds_the_adapter_in_it(tmp_path, capsys):
+    (tmp_path / "run" / "adapter").mkdir(parents=True)
+    (tmp_path / "run" / "adapter" / "adapter_config.json").write_text("{}")
+    assert found_adapter_dir(tmp_path / "run") == str(tmp_path / "run" / "adapter")
+    assert "Using the adapter in" in capsys.readouterr().out
+    assert found_adapter_dir(tmp_path / "run" / "adapter") == str(tmp_path / "run" / "adapter")
+    assert found_adapter_dir(tmp_path / "nothing") == str(tmp_path / "nothing")  # left to the loader's clear error
