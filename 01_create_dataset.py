@@ -66,8 +66,9 @@ def main():
         records += rows
     records += teacher_records(records, s)  # before the split: each pair goes with its chunk's section
     if not records:
-        sys.exit(f"No records: no PDF in {s.pdf_dir} " + ("could be converted (see above)." if has_pdfs(s.pdf_dir) else
-                                                          "(nor its subfolders): put your papers there or pass --pdf-dir."))
+        why = "could be converted (see above)" if has_pdfs(s.pdf_dir) else \
+            "(nor in its subfolders): put your papers there or pass --pdf-dir"
+        sys.exit(f"No records: no PDF in {s.pdf_dir} {why}.")
     train, test = split_by_section(deduplicate(records), s.test_fraction, s.seed)
     train += entity_records(train)  # after the split: a test section's sentences never reach training
     cloze_questions = questions_from_records(train)  # from the sections' text, whichever kinds are kept

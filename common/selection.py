@@ -35,7 +35,8 @@ class EpochChoice:
         if resumed and self.saved_to and self.saved_to.exists():  # the epochs the run measured before it stopped
             import torch
             saved = torch.load(self.saved_to)
-            self.start, self.epochs, self.best, self.weights = (saved[k] for k in ("start", "epochs", "best", "weights"))
+            self.start, self.epochs = saved["start"], saved["epochs"]
+            self.best, self.weights = saved["best"], saved["weights"]
 
     def losses(self, model) -> tuple[float, float]:
         with update_scaled(model, self.scale), cpu_training_precision(model):

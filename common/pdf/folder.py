@@ -36,7 +36,7 @@ class PdfFolderNotFoundError(SettingsError):
 @dataclass
 class FileResult:
     pdf: str
-    status: str  # "converted", "cached", "failed" or "duplicate" (the text of a PDF listed before it: used once)
+    status: str  # "converted", "cached", "failed" or "duplicate" (the same text as another PDF, which is used)
     markdown: str = ""
     reason: str = ""  # why it failed, or why pages are left out
     advice: str = ""
@@ -223,7 +223,8 @@ def convert_folder(pdf_dir: PathLike, md_dir: PathLike, converter: str = "auto",
                                    "check that the file exists (a link may point nowhere) and is readable")
             continue
         if sha is None:
-            results[pdf] = _failed(where, pdf, "empty file (0 bytes)", "download it again or remove it from the folder")
+            results[pdf] = _failed(where, pdf, "empty file (0 bytes)",
+                                   "download it again or remove it from the folder")
             continue
         cached = None if force else _cached(cache, sha)
         if cached:
@@ -242,7 +243,8 @@ def convert_folder(pdf_dir: PathLike, md_dir: PathLike, converter: str = "auto",
 def marked_duplicates(results: list[FileResult]) -> list[FileResult]:
     """Each copy of a paper but one (the same markdown: the same file, or the same text in other bytes) marked
     "duplicate"; the copy with the shortest name is used ("paper.pdf" over "paper (1).pdf"). Trained on twice, a
-    paper's sections would also land on both sides of the train/test split, and the check would test what was trained."""
+    paper's sections would also land on both sides of the train/test split, and the check would test what was
+    trained."""
     def text_key(r):
         text = " ".join(Path(r.markdown).read_text(encoding="utf-8").split())
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
