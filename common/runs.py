@@ -169,18 +169,19 @@ def train_and_save_run(model, tokenizer, rows: list[dict], r: TrainSettings, *, 
     return steps, chosen, update
 
 
-def finished_before(r: TrainSettings, rows: list[dict]) -> bool:
-    """Whether run `r` left its update in its folder, trained with these settings and rows (an update from other
-    settings or data is trained again)."""
+def finished_update(r: TrainSettings, rows: list[dict]) -> dict | None:
+    """What run `r` left in its folder (its update, log and epoch measures) where it was trained with these settings
+    and rows; None where it left nothing, or trained with other settings or data (then it trains again)."""
     import torch
     saved = Path(r.output_dir) / UPDATE_FILE
     if not saved.exists():
-        return False
-    changes = identity_changes(torch.load(saved).get("identity"), run_identity(r, rows))
+        return None
+    done = torch.load(saved)
+    changes = identity_changes(done.get("identity"), run_identity(r, rows))
     if changes:
         say(f"The update in {saved} was trained with other settings or data ({'; '.join(changes[:3])}): "
             "that run trains again.")
-    return not changes
+    return None if changes else done
 
 
 def train_runs(model, tokenizer, rows: list[dict], s: TrainSettings, *, device: str, eval_rows: list[dict],
@@ -193,7 +194,8 @@ def train_runs(model, tokenizer, rows: list[dict], s: TrainSettings, *, device: 
         return train_one_run(model, tokenizer, rows, s, device=device, eval_rows=eval_rows, held_out=held_out)
     import torch
     n = s.mean_of_runs
-    pending = [run for run in range(n) if not (s.resume and finished_before(run_settings(s, run), rows))]
+    finished = {run: done for run in range(n) if s.resume and (done := finished_update(run_settings(s, run), rows))}
+    pending = [run for run in range(n) if run not in finished]
     together, why = decide_side_by_side(model, rows, s, device=device) if len(pending) > 1 else (False, "")
     others = start_runs(pending[1:], model_path, rows, s, device=device, eval_rows=eval_rows,
                         held_out=held_out) if together else {}
@@ -211,7 +213,7 @@ def train_runs(model, tokenizer, rows: list[dict], s: TrainSettings, *, device: 
             if run not in pending or run in others:
                 how = "trained side by side" if run in others else "was finished before"
                 say(f"Run {run + 1} of {n} {how}: its update read from {saved}.")
-                done = torch.load(saved)
+                done = finished.get(run) or torch.load(saved)  # a run side by side saved it just now
                 updates.append(done["update"])
                 history, epochs = joined_history(done["history"], history, run), epochs + done["epochs"]
                 continue

@@ -44,11 +44,10 @@ class FileResult:
     pages_left_out: list[int] = field(default_factory=list)  # no text layer, and no OCR at hand
 
 
-def shown_name(path: Path, pdf_dir: PathLike | None = None) -> str:
+def shown_name(path: Path, pdf_dir: PathLike) -> str:
     """The file's name as text, with its subfolders below `pdf_dir` ("topic/paper.pdf"); a name that is not valid
     UTF-8 (from an old archive, say) with � in place."""
-    name = path.relative_to(pdf_dir).as_posix() if pdf_dir else path.name
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return path.relative_to(pdf_dir).as_posix().encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 class _Where(NamedTuple):
